@@ -1,0 +1,64 @@
+"""Shared by producer and worker: settings, the message contract, Celery configuration, errors.
+
+Light on purpose: nothing here imports model2vec or pymilvus.
+"""
+
+from config.celeryconfig import celery_config, make_celery
+from config.contract import (
+    TASK_EMBED,
+    TASK_SEARCH,
+    BatchMessage,
+    Hit,
+    SearchMessage,
+    derive_id,
+    embed_queue,
+    search_queue,
+)
+from config.errors import (
+    BrokerUnavailableError,
+    ConfigError,
+    EmbedqError,
+    InvalidInputError,
+    InvalidMessageError,
+    JobFailedError,
+    JobNotFoundError,
+    JobTimeoutError,
+    ModelLoadError,
+    ModelMismatchError,
+    SearchError,
+    StoreUnavailableError,
+    TransientError,
+)
+from config.jobs import JobStatus, JobTracker
+from config.settings import KNOWN_MODELS, Settings, load_settings
+
+__all__ = [
+    "KNOWN_MODELS",
+    "TASK_EMBED",
+    "TASK_SEARCH",
+    "BatchMessage",
+    "BrokerUnavailableError",
+    "ConfigError",
+    "EmbedqError",
+    "Hit",
+    "InvalidInputError",
+    "InvalidMessageError",
+    "JobFailedError",
+    "JobNotFoundError",
+    "JobStatus",
+    "JobTimeoutError",
+    "JobTracker",
+    "ModelLoadError",
+    "ModelMismatchError",
+    "SearchError",
+    "SearchMessage",
+    "Settings",
+    "StoreUnavailableError",
+    "TransientError",
+    "celery_config",
+    "derive_id",
+    "embed_queue",
+    "load_settings",
+    "make_celery",
+    "search_queue",
+]

@@ -1,0 +1,95 @@
+"""The Celery configuration both sides share, built from :class:`~config.settings.Settings`."""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+from celery import Celery
+
+from config.contract import TASK_EMBED, TASK_SEARCH, embed_queue, search_queue
+from config.settings import Settings
+
+__all__ = ["celery_config", "make_celery"]
+
+_CERT_REQS = {
+    "required": ssl.CERT_REQUIRED,
+    "optional": ssl.CERT_OPTIONAL,
+    "none": ssl.CERT_NONE,
+}
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Celery settings as the careful deployments set them.
+
+    At-least-once delivery: a task is acknowledged only after it returns (``acks_late``), a
+    worker killed mid-task gives its message back (``reject_on_worker_lost``), and each process
+    reserves one message at a time so a crash strands nothing else. Writes are idempotent
+    upserts, so a redelivered batch overwrites instead of duplicating.
+    """
+    url = settings.redis.connection_url()
+    worker = settings.worker
+    config: dict[str, Any] = {
+        "broker_url": url,
+        "result_backend": url,
+        # JSON only: a pickle on the queue would run code on the worker.
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        # Bounded redelivery after a lost worker: a batch that always kills its process
+        # fails after max_retries instead of looping forever.
+        "task_retry_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_time_limit": worker.time_limit,
+        "task_soft_time_limit": worker.soft_time_limit,
+        "broker_transport_options": {
+            "visibility_timeout": worker.visibility_timeout,
+            # Each queue polled in turn, so a search is never stuck behind an ingest backlog.
+            "queue_order_strategy": "round_robin",
+        },
+        "result_backend_transport_options": {"visibility_timeout": worker.visibility_timeout},
+        "result_expires": settings.jobs.ttl_seconds,
+        "broker_connection_retry_on_startup": True,
+        # The producer gets a clear error quickly instead of hanging while Redis is down.
+        "task_publish_retry": True,
+        "task_publish_retry_policy": {
+            "max_retries": 2,
+            "interval_start": 0.2,
+            "interval_step": 0.5,
+            "interval_max": 1.0,
+        },
+        "broker_connection_timeout": 4.0,
+        "redis_socket_connect_timeout": 4.0,
+        "redis_socket_timeout": 30.0,
+        "task_routes": {
+            TASK_EMBED: {"queue": embed_queue(settings.model.name)},
+            TASK_SEARCH: {"queue": search_queue(settings.model.name)},
+        },
+        "task_default_queue": embed_queue(settings.model.name),
+        "task_create_missing_queues": True,
+        "worker_hijack_root_logger": False,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+        "broker_pool_limit": 10,
+        "timezone": "UTC",
+        "enable_utc": True,
+    }
+    if settings.redis.url.startswith("rediss://"):
+        tls: dict[str, Any] = {"ssl_cert_reqs": _CERT_REQS[settings.redis.ssl_cert_reqs]}
+        if settings.redis.ssl_ca_certs is not None:
+            tls["ssl_ca_certs"] = str(settings.redis.ssl_ca_certs)
+        config["broker_use_ssl"] = tls
+        config["redis_backend_use_ssl"] = tls
+    return config
+
+
+def make_celery(settings: Settings, main: str = "embedq") -> Celery:
+    """A Celery app configured from ``settings``; the worker registers tasks on it, the
+    producer only sends tasks by name."""
+    app = Celery(main)
+    app.conf.update(celery_config(settings))
+    return app

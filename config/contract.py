@@ -1,0 +1,210 @@
+"""The message contract between producer and worker: task names, queues, message schemas and
+the per-item rules both sides enforce.
+
+The producer checks every item before anything is queued (all or nothing); the worker checks the
+same rules again per item, because anyone who can reach Redis can put a message on the queue.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from config.errors import InvalidInputError
+from config.settings import BatchSettings
+
+__all__ = [
+    "CONTRACT_VERSION",
+    "MAX_TEXT_BYTES",
+    "TASK_EMBED",
+    "TASK_SEARCH",
+    "BatchMessage",
+    "Hit",
+    "SearchMessage",
+    "check_collection",
+    "check_id",
+    "check_metadata",
+    "check_text",
+    "derive_id",
+    "embed_queue",
+    "search_queue",
+]
+
+CONTRACT_VERSION = 1
+TASK_EMBED = "embedq.embed_batch"
+TASK_SEARCH = "embedq.search"
+
+#: Milvus stores text in a VARCHAR field whose limit is counted in UTF-8 bytes.
+MAX_TEXT_BYTES = 65_535
+
+_COLLECTION = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+
+
+def embed_queue(model: str) -> str:
+    """Queue of the batches a model's workers embed (one queue per model name)."""
+    return f"embedq.embed.{model}"
+
+
+def search_queue(model: str) -> str:
+    """Queue of the queries a model's workers answer; separate so searches never wait behind
+    a backlog of ingest batches."""
+    return f"embedq.search.{model}"
+
+
+def derive_id(model: str, text: str) -> str:
+    """Primary key of a text given without an id: the same text under the same model always
+    gets the same id, so a re-sent or retried batch overwrites instead of duplicating."""
+    digest = hashlib.blake2b(f"{model}\x00{text}".encode(), digest_size=16)
+    return digest.hexdigest()
+
+
+def check_text(text: object, limits: BatchSettings) -> str:
+    """Return ``text`` ready to store, or raise :class:`InvalidInputError` saying why not."""
+    if not isinstance(text, str):
+        raise InvalidInputError(
+            f"text must be a str, got {type(text).__name__}; convert it with str() or drop it"
+        )
+    if not text.strip():
+        raise InvalidInputError("text is empty or whitespace only; drop it before submitting")
+    if "\x00" in text:
+        raise InvalidInputError("text contains a NUL character; strip it before submitting")
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidInputError(
+            "text is not valid Unicode (it has a lone surrogate); decode your input with "
+            "errors='replace' or fix its encoding"
+        ) from None
+    if len(text) > limits.max_text_chars or size > MAX_TEXT_BYTES:
+        if limits.overlong == "truncate":
+            cut = text[: limits.max_text_chars].encode("utf-8")[:MAX_TEXT_BYTES]
+            return cut.decode("utf-8", errors="ignore")
+        raise InvalidInputError(
+            f"text has {len(text)} characters ({size} bytes as UTF-8), over the limit of "
+            f"{limits.max_text_chars} characters / {MAX_TEXT_BYTES} bytes; split it, or set "
+            "EMBEDQ_BATCH__OVERLONG=truncate (or raise EMBEDQ_BATCH__MAX_TEXT_CHARS)"
+        )
+    return text
+
+
+def check_id(value: object, limits: BatchSettings) -> str:
+    """Return the primary key for a caller's id (ints become their decimal string)."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise InvalidInputError(
+            f"id must be a str or an int, got {type(value).__name__}; convert it with str()"
+        )
+    key = str(value)
+    if not key or len(key) > limits.max_id_length:
+        raise InvalidInputError(
+            f"id must have 1 to {limits.max_id_length} characters, got {len(key)}; use a "
+            "shorter key (a hash of a long one, for instance)"
+        )
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInputError("id is not valid Unicode (it has a lone surrogate)") from None
+    return key
+
+
+def check_metadata(value: object, limits: BatchSettings) -> dict[str, Any]:
+    """Return metadata that Milvus's JSON field will take, or raise saying why not."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidInputError(
+            f"metadata must be a dict (a JSON object), got {type(value).__name__}"
+        )
+    try:
+        encoded = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        encoded.encode("utf-8")
+    except (TypeError, ValueError, UnicodeEncodeError) as exc:
+        raise InvalidInputError(
+            f"metadata is not JSON-serialisable ({exc}); use str, int, float, bool, None, "
+            "lists and dicts with str keys only"
+        ) from None
+    size = len(encoded.encode("utf-8"))
+    if size > limits.max_metadata_bytes:
+        raise InvalidInputError(
+            f"metadata is {size} bytes as JSON, over the limit of {limits.max_metadata_bytes}; "
+            "store large payloads elsewhere and keep a reference here"
+        )
+    parsed: dict[str, Any] = json.loads(encoded)
+    return parsed
+
+
+def check_collection(name: object) -> str:
+    """Return a collection name Milvus accepts, or raise saying what a valid one looks like."""
+    if not isinstance(name, str) or not _COLLECTION.match(name):
+        raise InvalidInputError(
+            f"collection name {name!r} is not valid; use a letter or _ followed by letters, "
+            "digits or _ (at most 255 characters)"
+        )
+    return name
+
+
+class BatchMessage(BaseModel):
+    """Keyword argument ``batch`` of the ``embedq.embed_batch`` task.
+
+    Items (texts, ids, metadata) are checked one by one by the worker, so one bad text is
+    rejected without taking the rest of the batch with it; only the shape is checked here.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    v: Literal[1] = CONTRACT_VERSION
+    job_id: str = Field(min_length=1, max_length=64)
+    batch: int = Field(ge=0)
+    collection: str
+    model: str = Field(min_length=1, max_length=64)
+    texts: list[Any] = Field(min_length=1)
+    ids: list[Any] | None = None
+    metadata: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _check_shape(self) -> BatchMessage:
+        check_collection(self.collection)
+        for field in ("ids", "metadata"):
+            items = getattr(self, field)
+            if items is not None and len(items) != len(self.texts):
+                raise ValueError(f"{len(items)} {field} for {len(self.texts)} texts")
+        return self
+
+
+class SearchMessage(BaseModel):
+    """Keyword argument ``query`` of the ``embedq.search`` task."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    v: Literal[1] = CONTRACT_VERSION
+    query: str = Field(min_length=1, max_length=65_535)
+    k: int = Field(5, ge=1, le=16_384)
+    collection: str
+    model: str = Field(min_length=1, max_length=64)
+    filter: str = Field("", max_length=65_535)
+
+    @model_validator(mode="after")
+    def _check_collection(self) -> SearchMessage:
+        check_collection(self.collection)
+        if not self.query.strip():
+            raise ValueError("query is empty")
+        return self
+
+
+class Hit(BaseModel):
+    """One search result, as the worker returns it."""
+
+    id: str
+    text: str
+    metadata: dict[str, Any]
+    score: float
+
+    @model_validator(mode="after")
+    def _finite(self) -> Hit:
+        if not math.isfinite(self.score):
+            raise ValueError("score is not finite")
+        return self

@@ -1,0 +1,166 @@
+"""Per-job progress kept in Redis, written by workers and read by producers.
+
+A job is the set of batches one ``submit`` queued. Counters are idempotent: a batch is counted
+once however often it is delivered (a redelivery after a crash, a requeued dead letter), because
+"done" is a set of batch numbers and texts are added only when a batch first enters that set.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import redis
+
+from config.errors import JobNotFoundError
+
+__all__ = ["JobStatus", "JobTracker"]
+
+_MAX_ERRORS = 100
+
+# KEYS: job hash, done set, failed hash, errors list
+# ARGV: batch, stored, rejected, ttl, error lines...
+_DONE = """
+local added = redis.call('SADD', KEYS[2], ARGV[1])
+if added == 1 then
+  redis.call('HINCRBY', KEYS[1], 'texts_stored', ARGV[2])
+  redis.call('HINCRBY', KEYS[1], 'texts_rejected', ARGV[3])
+  redis.call('HDEL', KEYS[3], ARGV[1])
+  for i = 5, #ARGV do redis.call('RPUSH', KEYS[4], ARGV[i]) end
+  redis.call('LTRIM', KEYS[4], 0, %d)
+end
+for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ARGV[4]) end
+return added
+""" % (_MAX_ERRORS - 1)
+
+# KEYS: job hash, done set, failed hash; ARGV: batch, reason, ttl
+_FAILED = """
+local fresh = 0
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 0 then
+  fresh = redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
+end
+for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[3]) end
+return fresh
+"""
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """Progress of one job. ``total_batches`` is None until every batch has been queued."""
+
+    job_id: str
+    total_batches: int | None
+    texts_total: int | None
+    batches_done: int
+    batches_failed: int
+    texts_stored: int
+    texts_rejected: int
+    collection: str = ""
+    failures: dict[int, str] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        """Every queued batch has an outcome (stored or failed for good)."""
+        return self.total_batches is not None and (
+            self.batches_done + self.batches_failed >= self.total_batches
+        )
+
+    @property
+    def ok(self) -> bool:
+        """Finished with every batch stored and no text rejected."""
+        return self.finished and self.batches_failed == 0 and self.texts_rejected == 0
+
+    def summary(self) -> str:
+        total = "?" if self.total_batches is None else str(self.total_batches)
+        return (
+            f"job {self.job_id}: {self.batches_done}/{total} batches done, "
+            f"{self.batches_failed} failed; {self.texts_stored} texts stored, "
+            f"{self.texts_rejected} rejected"
+        )
+
+
+class JobTracker:
+    """Reads and writes job progress records in Redis."""
+
+    def __init__(self, client: redis.Redis, ttl_seconds: int) -> None:
+        self._redis = client
+        self._ttl = ttl_seconds
+        self._done = client.register_script(_DONE)
+        self._failed = client.register_script(_FAILED)
+
+    @staticmethod
+    def _keys(job_id: str) -> list[str]:
+        base = f"embedq:job:{job_id}"
+        return [base, f"{base}:done", f"{base}:failed", f"{base}:errors"]
+
+    def create(self, job_id: str, collection: str, model: str) -> None:
+        key = self._keys(job_id)[0]
+        pipe = self._redis.pipeline()
+        pipe.hset(
+            key,
+            mapping={"collection": collection, "model": model, "created": f"{time.time():.3f}"},
+        )
+        pipe.expire(key, self._ttl)
+        pipe.execute()
+
+    def seal(self, job_id: str, total_batches: int, total_texts: int) -> None:
+        """Record that every batch is queued; until then a job is never finished."""
+        key = self._keys(job_id)[0]
+        pipe = self._redis.pipeline()
+        pipe.hset(key, mapping={"total_batches": total_batches, "texts_total": total_texts})
+        pipe.expire(key, self._ttl)
+        pipe.execute()
+
+    def batch_done(
+        self, job_id: str, batch: int, stored: int, rejected: int, errors: list[str]
+    ) -> bool:
+        """Count a stored batch once; returns False when it had been counted before."""
+        args: list[Any] = [batch, stored, rejected, self._ttl, *errors[:_MAX_ERRORS]]
+        return bool(self._done(keys=self._keys(job_id), args=args))
+
+    def batch_failed(self, job_id: str, batch: int, reason: str) -> None:
+        """Record a batch that failed for good (unless it was stored on an earlier delivery)."""
+        self._failed(keys=self._keys(job_id)[:3], args=[batch, reason[:2000], self._ttl])
+
+    def status(self, job_id: str) -> JobStatus:
+        job_key, done_key, failed_key, errors_key = self._keys(job_id)
+        pipe = self._redis.pipeline()
+        pipe.hgetall(job_key)
+        pipe.scard(done_key)
+        pipe.hgetall(failed_key)
+        pipe.lrange(errors_key, 0, -1)
+        raw_job, done, raw_failed, raw_errors = pipe.execute()
+        job = _decode_map(raw_job)
+        if not job:
+            raise JobNotFoundError(
+                f"no job {job_id!r} in Redis: check the id, or it expired "
+                "(EMBEDQ_JOBS__TTL_SECONDS)"
+            )
+        failed = {int(k): v for k, v in _decode_map(raw_failed).items()}
+        return JobStatus(
+            job_id=job_id,
+            total_batches=_int_or_none(job.get("total_batches")),
+            texts_total=_int_or_none(job.get("texts_total")),
+            batches_done=int(done),
+            batches_failed=len(failed),
+            texts_stored=int(job.get("texts_stored", 0)),
+            texts_rejected=int(job.get("texts_rejected", 0)),
+            collection=job.get("collection", ""),
+            failures=failed,
+            errors=[_text(e) for e in cast(list[Any], raw_errors)],
+        )
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _decode_map(raw: Mapping[Any, Any]) -> dict[str, str]:
+    return {_text(k): _text(v) for k, v in raw.items()}
+
+
+def _int_or_none(value: str | None) -> int | None:
+    return None if value is None else int(value)

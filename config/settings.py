@@ -1,0 +1,333 @@
+"""Typed settings shared by the producer and the worker.
+
+Read from ``EMBEDQ_*`` environment variables (nested groups joined by ``__``, e.g.
+``EMBEDQ_REDIS__URL``) and from a ``.env`` file in the working directory. Load them once at the
+edge of the program with :func:`load_settings` and pass the object down; nothing deeper reads the
+environment.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from config.errors import ConfigError
+
+__all__ = [
+    "BUNDLED_MODEL",
+    "KNOWN_MODELS",
+    "BatchSettings",
+    "JobSettings",
+    "MilvusSettings",
+    "ModelSettings",
+    "RedisSettings",
+    "Settings",
+    "StandaloneSettings",
+    "WorkerSettings",
+    "env_name",
+    "load_settings",
+]
+
+ENV_PREFIX = "EMBEDQ_"
+
+#: The model shipped inside the ``worker`` package (distilled from all-MiniLM-L6-v2).
+BUNDLED_MODEL = "bundled"
+
+#: Short aliases of the Model2Vec models pymilvus's ``Model2VecEmbeddingFunction`` knows by name.
+KNOWN_MODELS: dict[str, str] = {
+    "potion-base-8M": "minishlab/potion-base-8M",
+    "potion-base-4M": "minishlab/potion-base-4M",
+    "potion-base-2M": "minishlab/potion-base-2M",
+    "potion-base-32M": "minishlab/potion-base-32M",
+    "potion-retrieval-32M": "minishlab/potion-retrieval-32M",
+}
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_COLLECTION = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+
+
+def env_name(loc: tuple[str | int, ...]) -> str:
+    """The environment variable that sets the field at ``loc`` (``("redis", "url")``)."""
+    return ENV_PREFIX + "__".join(str(part) for part in loc).upper()
+
+
+class RedisSettings(BaseModel):
+    """The broker, the result backend and the job-progress store (one Redis)."""
+
+    url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="redis://, rediss:// (TLS) or unix:// URL of the Redis server",
+    )
+    username: str | None = Field(None, description="ACL user name (or put it in the URL)")
+    password: SecretStr | None = Field(None, description="password; never logged")
+    ssl_cert_reqs: Literal["required", "optional", "none"] = Field(
+        "required", description="certificate check for rediss:// URLs"
+    )
+    ssl_ca_certs: Path | None = Field(None, description="CA bundle for rediss:// URLs")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _move_credentials_out_of_url(cls, data: Any) -> Any:
+        # A password written into the URL is moved into the SecretStr field, so that the URL
+        # itself can be shown in logs and reprs without leaking it.
+        if not isinstance(data, dict) or not isinstance(data.get("url"), str):
+            return data
+        parts = urlsplit(data["url"])
+        if parts.password is None and parts.username is None:
+            return data
+        host = parts.hostname or ""
+        netloc = f"{host}:{parts.port}" if parts.port else host
+        data = dict(data)
+        data["url"] = urlunsplit(parts._replace(netloc=netloc))
+        if parts.username and not data.get("username"):
+            data["username"] = unquote(parts.username)
+        if parts.password is not None and not data.get("password"):
+            data["password"] = unquote(parts.password)
+        return data
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in {"redis", "rediss", "unix"}:
+            raise ValueError(
+                f"{value!r} is not a Redis URL; use redis://HOST:PORT/DB, rediss://HOST:PORT/DB "
+                "(TLS) or unix:///path/to/redis.sock"
+            )
+        if parts.scheme != "unix" and not parts.hostname:
+            raise ValueError(f"{value!r} has no host; use redis://HOST:PORT/DB")
+        try:
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            raise ValueError(f"{value!r} has an invalid port; use a number 1-65535") from None
+        return value
+
+    def connection_url(self) -> str:
+        """The URL with credentials filled in: hand it to clients, never to a log line."""
+        if self.password is None and self.username is None:
+            return self.url
+        parts = urlsplit(self.url)
+        user = quote(self.username or "", safe="")
+        secret = quote(self.password.get_secret_value(), safe="") if self.password else ""
+        auth = f"{user}:{secret}@" if secret else f"{user}@"
+        return urlunsplit(parts._replace(netloc=auth + parts.netloc))
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        parts = urlsplit(self.url)
+        return parts.hostname or "127.0.0.1", parts.port or 6379
+
+
+class MilvusSettings(BaseModel):
+    """Where vectors are stored."""
+
+    uri: str = Field(
+        "http://127.0.0.1:19530",
+        description="Milvus (or Milvus Lite server) address, http(s)://HOST:PORT",
+    )
+    token: SecretStr | None = Field(None, description="API token (Zilliz Cloud / auth enabled)")
+    user: str | None = Field(None, description="user name (with password)")
+    password: SecretStr | None = Field(None, description="password; never logged")
+    db_name: str = Field("", description="database; empty = the server's default")
+    collection: str = Field("embedq", description="collection used when a call names none")
+    consistency_level: Literal["Strong", "Bounded", "Session", "Eventually"] = Field(
+        "Strong", description="read consistency of created collections and of searches"
+    )
+    metric_type: Literal["COSINE", "IP", "L2"] = Field("COSINE", description="search metric")
+    timeout: float = Field(30.0, gt=0, description="seconds per Milvus call")
+    upsert_max_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=64 * 1024,
+        le=60 * 1024 * 1024,
+        description="rows per upsert call are capped by this size (Milvus refuses > 64 MB)",
+    )
+
+    @field_validator("uri")
+    @classmethod
+    def _check_uri(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https", "tcp", "grpc"} or not parts.hostname:
+            raise ValueError(
+                f"{value!r} is not a Milvus server address; use http://HOST:19530 (start one "
+                "with `embedq standalone`, or a Milvus server)"
+            )
+        return value
+
+    @field_validator("collection")
+    @classmethod
+    def _check_collection(cls, value: str) -> str:
+        if not _COLLECTION.match(value):
+            raise ValueError(
+                f"{value!r} is not a valid collection name; use a letter or _ followed by "
+                "letters, digits or _ (at most 255 characters)"
+            )
+        return value
+
+
+class ModelSettings(BaseModel):
+    """Which Model2Vec model the workers load."""
+
+    name: str = Field(
+        "minilm-l6-distilled",
+        description="short name: part of queue names, derived ids and the collection binding",
+    )
+    source: str = Field(
+        BUNDLED_MODEL,
+        description="`bundled`, a local folder, a hub id or a potion alias (potion-base-8M, ...)",
+    )
+    normalize: bool | None = Field(None, description="L2-normalise vectors; None = model default")
+    quantize_to: Literal["float16", "float32", "int8"] | None = Field(
+        None, description="quantise weights at load; None = as stored"
+    )
+    max_length: int | None = Field(512, gt=0, description="tokens per text seen by the model")
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError(
+                f"{value!r} is not a valid model name; use 1-64 letters, digits, - or _"
+            )
+        return value
+
+    @field_validator("source")
+    @classmethod
+    def _check_source(cls, value: str) -> str:
+        value = value.strip()
+        if value == BUNDLED_MODEL or value in KNOWN_MODELS or _looks_like_path(value):
+            return value
+        if _HUB_ID.match(value):
+            return value
+        known = ", ".join([BUNDLED_MODEL, *KNOWN_MODELS])
+        raise ValueError(
+            f"unknown model {value!r}; use one of {known}, a hub id such as "
+            "minishlab/potion-base-8M, or a local folder path (./my-model or /abs/path)"
+        )
+
+    @property
+    def hub_id(self) -> str | None:
+        """The hub repository the source refers to, or None for bundled and local models."""
+        if self.source in KNOWN_MODELS:
+            return KNOWN_MODELS[self.source]
+        if self.source == BUNDLED_MODEL or _looks_like_path(self.source):
+            return None
+        return self.source
+
+
+def _looks_like_path(value: str) -> bool:
+    # A hub id is "org/name"; anything anchored like a path, or that exists on disk, is a folder.
+    return value.startswith(("/", "./", "../", "~")) or Path(value).expanduser().is_dir()
+
+
+class BatchSettings(BaseModel):
+    """How the producer cuts input into queue messages, and what one text may be."""
+
+    size: int = Field(256, ge=1, le=10_000, description="texts per queue message")
+    max_text_chars: int = Field(
+        16_000, ge=1, le=65_535, description="longest text accepted (characters)"
+    )
+    overlong: Literal["reject", "truncate"] = Field(
+        "reject", description="what to do with a text over max_text_chars"
+    )
+    max_metadata_bytes: int = Field(
+        16_384, ge=2, le=65_536, description="largest metadata object, as compact JSON"
+    )
+    max_id_length: int = Field(256, ge=8, le=512, description="longest id (characters)")
+
+
+class WorkerSettings(BaseModel):
+    """Task execution: limits, retries and the Redis visibility timeout."""
+
+    concurrency: int | None = Field(None, ge=1, description="processes per worker; None = cores")
+    time_limit: int = Field(300, ge=5, description="hard limit of one task (seconds)")
+    soft_time_limit: int = Field(240, ge=1, description="soft limit; the task gives up cleanly")
+    max_retries: int = Field(8, ge=0, description="retries on transient store/broker errors")
+    retry_backoff_max: int = Field(120, ge=1, description="longest wait between retries (s)")
+    visibility_timeout: int = Field(
+        3600,
+        ge=60,
+        description="Redis redelivers an unacknowledged task after this (s); > limit + backoff",
+    )
+    max_message_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="largest queue message a worker accepts"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _check_limits(self) -> WorkerSettings:
+        if self.soft_time_limit >= self.time_limit:
+            raise ValueError(
+                f"soft_time_limit ({self.soft_time_limit}) must be below time_limit "
+                f"({self.time_limit})"
+            )
+        # A task still running (or waiting for its retry ETA) when the visibility timeout ends
+        # is handed to a second worker: keep the timeout above both.
+        floor = self.time_limit + self.retry_backoff_max
+        if self.visibility_timeout <= floor:
+            raise ValueError(
+                f"visibility_timeout ({self.visibility_timeout}) must exceed time_limit + "
+                f"retry_backoff_max ({floor}), or long tasks run twice"
+            )
+        return self
+
+
+class JobSettings(BaseModel):
+    """Per-job progress records kept in Redis."""
+
+    ttl_seconds: int = Field(7 * 24 * 3600, ge=60, description="progress records expire after")
+    search_timeout: float = Field(30.0, gt=0, description="seconds a search waits for a worker")
+
+
+class StandaloneSettings(BaseModel):
+    """The one-machine stack started by ``embedq standalone``."""
+
+    data_dir: Path = Field(
+        Path.home() / ".local" / "share" / "embedq",
+        description="Redis AOF and Milvus Lite data live here",
+    )
+    workers: int = Field(2, ge=1, description="worker processes")
+
+
+class Settings(BaseSettings):
+    """All of embedq's settings. Build with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    milvus: MilvusSettings = Field(default_factory=MilvusSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    batch: BatchSettings = Field(default_factory=BatchSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    jobs: JobSettings = Field(default_factory=JobSettings)
+    standalone: StandaloneSettings = Field(default_factory=StandaloneSettings)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings, turning validation errors into one :class:`ConfigError`.
+
+    The message names each offending environment variable and what to put in it.
+    """
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            loc = tuple(part for part in error["loc"] if part != "__root__")
+            msg = str(error["msg"]).removeprefix("Value error, ")
+            if error["type"] == "missing":
+                msg = "is required"
+            # The input is not echoed back: it may be a secret.
+            lines.append(f"  {env_name(loc) if loc else ENV_PREFIX + '*'}: {msg}")
+        raise ConfigError("invalid embedq settings:\n" + "\n".join(lines)) from None

@@ -1,0 +1,249 @@
+"""The ``embedq`` command line.
+
+``ingest``, ``search`` and ``status`` need only Redis; ``worker`` and ``standalone`` hand over to
+the worker side (imported only when asked for, so the producer stays light).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from config.contract import embed_queue, search_queue
+from config.errors import (
+    BrokerUnavailableError,
+    EmbedqError,
+    InvalidInputError,
+    JobFailedError,
+    JobNotFoundError,
+    JobTimeoutError,
+)
+from config.settings import Settings, load_settings
+from producer.job import Job
+from producer.producer import EmbeddingProducer, Record
+from producer.readers import Format, check_record, detect_format, read_records
+
+__all__ = ["main"]
+
+EXIT_FAILED, EXIT_INPUT, EXIT_UNAVAILABLE, EXIT_TIMEOUT = 1, 2, 3, 4
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="embedq", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ingest = sub.add_parser("ingest", help="queue the texts of a JSONL, CSV or text file")
+    ingest.add_argument("file", type=Path)
+    ingest.add_argument("--format", choices=["auto", "jsonl", "csv", "text"], default="auto")
+    ingest.add_argument("--collection", help="Milvus collection (default EMBEDQ_MILVUS__COLLECTION)")
+    ingest.add_argument("--text-field", default="text", help="JSONL/CSV field holding the text")
+    ingest.add_argument("--id-field", default="id", help="field holding the id (optional)")
+    ingest.add_argument("--metadata-field", default="metadata", help="field holding metadata")
+    ingest.add_argument("--skip-invalid", action="store_true", help="report bad lines, queue the rest")
+    ingest.add_argument("--wait", action="store_true", help="wait until every text is stored")
+    ingest.add_argument("--timeout", type=float, default=None, help="seconds --wait waits")
+    ingest.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    search = sub.add_parser("search", help="the stored texts nearest to a query")
+    search.add_argument("query")
+    search.add_argument("-k", type=int, default=5)
+    search.add_argument("--collection")
+    search.add_argument("--filter", default="", help='Milvus filter, e.g. metadata["topic"] == "x"')
+    search.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+    status = sub.add_parser("status", help="progress of a job")
+    status.add_argument("job_id")
+    status.add_argument("--json", action="store_true")
+
+    worker = sub.add_parser(
+        "worker", help="run a Celery worker (extra arguments go to `celery worker`)"
+    )
+    worker.add_argument("celery_args", nargs=argparse.REMAINDER)
+
+    standalone = sub.add_parser(
+        "standalone", help="run Redis, a Milvus Lite server and workers on this machine"
+    )
+    standalone.add_argument("--data-dir", type=Path, help="default EMBEDQ_STANDALONE__DATA_DIR")
+    standalone.add_argument("--workers", type=int, help="default EMBEDQ_STANDALONE__WORKERS")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        command = args.command
+        if command == "worker":
+            return run_worker(settings, args.celery_args)
+        if command == "standalone":
+            from worker.standalone import run_standalone
+
+            return run_standalone(settings, data_dir=args.data_dir, workers=args.workers)
+        with EmbeddingProducer(settings) as producer:
+            if command == "ingest":
+                return ingest(producer, args)
+            if command == "search":
+                return search(producer, args)
+            return status(producer, args)
+    except InvalidInputError as exc:
+        return _fail(exc, EXIT_INPUT)
+    except BrokerUnavailableError as exc:
+        return _fail(exc, EXIT_UNAVAILABLE)
+    except JobTimeoutError as exc:
+        return _fail(exc, EXIT_TIMEOUT)
+    except JobNotFoundError as exc:
+        return _fail(exc, EXIT_INPUT)
+    except EmbedqError as exc:
+        return _fail(exc, EXIT_FAILED)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _fail(exc: Exception, code: int) -> int:
+    print(f"embedq: error: {exc}", file=sys.stderr)
+    return code
+
+
+def ingest(producer: EmbeddingProducer, args: argparse.Namespace) -> int:
+    path: Path = args.file
+    if not path.is_file():
+        raise InvalidInputError(f"{path} is not a file")
+    fmt: Format = detect_format(path) if args.format == "auto" else args.format
+    limits = producer.settings.batch
+
+    def raw() -> Iterator[Record | InvalidInputError]:
+        fields = (args.text_field, args.id_field, args.metadata_field)
+        for record in read_records(path, fmt, *fields):
+            try:
+                yield check_record(record, limits)
+            except InvalidInputError as exc:
+                yield exc
+
+    # First pass: check everything (constant memory) so that a bad line queues nothing.
+    total, problems = 0, []
+    for item in raw():
+        if isinstance(item, InvalidInputError):
+            problems.append(str(item))
+        else:
+            total += 1
+    if problems:
+        shown = "\n  ".join(problems[:20])
+        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        if not args.skip_invalid:
+            raise InvalidInputError(
+                f"{path}: {len(problems)} invalid records; nothing was queued (fix them, or "
+                f"pass --skip-invalid to queue the {total} valid ones):\n  {shown}{more}"
+            )
+        print(f"skipping {len(problems)} invalid records:\n  {shown}{more}", file=sys.stderr)
+    if total == 0:
+        raise InvalidInputError(f"{path}: no texts to ingest")
+
+    bar = _bar(total, "queued", args.quiet)
+
+    def records() -> Iterator[Record]:
+        for item in raw():
+            if not isinstance(item, InvalidInputError):
+                bar.update(1)
+                yield item
+
+    job = producer.submit_records(records(), collection=args.collection)
+    bar.close()
+    print(f"job {job.id}: {total} texts queued", file=sys.stderr)
+    print(job.id)
+    if args.wait:
+        return _wait(job, total, args.timeout, args.quiet)
+    return 0
+
+
+def _wait(job: Job, total: int, timeout: float | None, quiet: bool) -> int:
+    bar = _bar(total, "stored", quiet)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        status = job.status()
+        bar.n = status.texts_stored + status.texts_rejected
+        bar.refresh()
+        if status.finished:
+            break
+        if deadline is not None and time.monotonic() > deadline:
+            bar.close()
+            raise JobTimeoutError(
+                f"{status.summary()} after {timeout}s; check later: embedq status {job.id}"
+            )
+        time.sleep(0.2)
+    bar.close()
+    try:
+        job.wait(timeout=0)
+    except JobFailedError as exc:
+        return _fail(exc, EXIT_FAILED)
+    print(status.summary(), file=sys.stderr)
+    return 0
+
+
+def _bar(total: int, unit: str, quiet: bool) -> "tqdm[None]":  # noqa: UP037 - tqdm is generic in stubs only
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=" texts", desc=unit, disable=quiet, file=sys.stderr)
+
+
+def search(producer: EmbeddingProducer, args: argparse.Namespace) -> int:
+    hits = producer.search(args.query, k=args.k, collection=args.collection, filter=args.filter)
+    if args.json:
+        print(json.dumps([hit.model_dump() for hit in hits], ensure_ascii=False))
+        return 0
+    if not hits:
+        print("no results")
+    for rank, hit in enumerate(hits, 1):
+        meta = json.dumps(hit.metadata, ensure_ascii=False) if hit.metadata else ""
+        print(f"{rank}. [{hit.score:.3f}] {hit.text}  (id {hit.id}) {meta}".rstrip())
+    return 0
+
+
+def status(producer: EmbeddingProducer, args: argparse.Namespace) -> int:
+    state = producer.job(args.job_id).status()
+    if args.json:
+        fields = {
+            "job_id": state.job_id,
+            "collection": state.collection,
+            "total_batches": state.total_batches,
+            "batches_done": state.batches_done,
+            "batches_failed": state.batches_failed,
+            "texts_total": state.texts_total,
+            "texts_stored": state.texts_stored,
+            "texts_rejected": state.texts_rejected,
+            "finished": state.finished,
+            "ok": state.ok,
+            "failures": {str(k): v for k, v in state.failures.items()},
+            "errors": state.errors,
+        }
+        print(json.dumps(fields, ensure_ascii=False))
+    else:
+        print(state.summary() + (" (finished)" if state.finished else " (running)"))
+        for batch, why in sorted(state.failures.items()):
+            print(f"  batch {batch} failed: {why}")
+        for line in state.errors:
+            print(f"  {line}")
+    return 0 if not state.finished or state.ok else EXIT_FAILED
+
+
+def run_worker(settings: Settings, celery_args: Sequence[str]) -> int:
+    """``embedq worker`` = ``celery -A worker worker`` with embedq's queues and concurrency."""
+    argv = ["celery", "-A", "worker", "worker", "--loglevel", settings.worker.log_level]
+    extra = list(celery_args)
+    if not any(a in ("-Q", "--queues") or a.startswith("--queues=") for a in extra):
+        name = settings.model.name
+        argv += ["-Q", f"{embed_queue(name)},{search_queue(name)}"]
+    if settings.worker.concurrency and not any(a.startswith(("-c", "--concurrency")) for a in extra):
+        argv += ["--concurrency", str(settings.worker.concurrency)]
+    argv += extra
+    sys.stdout.flush()
+    os.execvp(sys.executable, [sys.executable, "-m", *argv])
+    return 0  # pragma: no cover - execvp does not return
+
+
+if __name__ == "__main__":
+    sys.exit(main())

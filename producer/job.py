@@ -1,0 +1,58 @@
+"""A handle on a submitted job: its id, its progress, and waiting for it."""
+
+from __future__ import annotations
+
+import time
+
+from config.errors import JobFailedError, JobNotFoundError, JobTimeoutError
+from config.jobs import JobStatus, JobTracker
+
+__all__ = ["Job"]
+
+
+class Job:
+    """Returned by :meth:`producer.EmbeddingProducer.submit`; also rebuilt from an id."""
+
+    def __init__(self, job_id: str, tracker: JobTracker) -> None:
+        self.id = job_id
+        self._tracker = tracker
+
+    def __repr__(self) -> str:
+        return f"Job({self.id!r})"
+
+    def status(self) -> JobStatus:
+        """Batches done / failed / total and texts stored, as workers have recorded them."""
+        return self._tracker.status(self.id)
+
+    def wait(self, timeout: float | None = None, poll: float = 0.5) -> JobStatus:
+        """Block until every batch is stored; raise if any failed or time runs out.
+
+        Raises :class:`JobFailedError` (with the workers' reasons) when a batch failed or a
+        text was rejected, and :class:`JobTimeoutError` after ``timeout`` seconds.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.005
+        while True:
+            try:
+                status = self.status()
+            except JobNotFoundError:
+                status = None
+            if status is not None and status.finished:
+                if not status.ok:
+                    reasons = [f"batch {b}: {why}" for b, why in sorted(status.failures.items())]
+                    reasons += status.errors
+                    raise JobFailedError(
+                        f"{status.summary()}; first reasons: " + "; ".join(reasons[:3]),
+                        errors=reasons,
+                    )
+                return status
+            if deadline is not None and time.monotonic() >= deadline:
+                progress = status.summary() if status else f"job {self.id}: no progress record"
+                raise JobTimeoutError(
+                    f"{progress} after {timeout}s; are workers running (`embedq worker`)? "
+                    "The job goes on: check it later with `embedq status " + self.id + "`"
+                )
+            # Short jobs finish in milliseconds: start polling fast, then back off.
+            sleep = delay if deadline is None else min(delay, max(0.0, deadline - time.monotonic()))
+            time.sleep(sleep)
+            delay = min(delay * 2, poll)

@@ -1,0 +1,259 @@
+"""What application code uses: :class:`EmbeddingProducer` queues texts and asks for searches.
+
+Light on purpose: it talks to Redis only (through Celery's client), never loads a model and
+never connects to Milvus.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from types import TracebackType
+from typing import Any
+
+import redis
+from celery.exceptions import TimeoutError as CeleryTimeoutError
+from kombu.exceptions import OperationalError
+
+from config.celeryconfig import make_celery
+from config.contract import (
+    TASK_EMBED,
+    TASK_SEARCH,
+    Hit,
+    check_collection,
+    check_id,
+    check_metadata,
+    check_text,
+    embed_queue,
+    search_queue,
+)
+from config.errors import BrokerUnavailableError, InvalidInputError, JobTimeoutError, SearchError
+from config.jobs import JobTracker
+from config.settings import Settings, load_settings
+from producer.job import Job
+
+__all__ = ["EmbeddingProducer", "Record"]
+
+#: One item to embed: ``(text, id or None, metadata or None)``.
+Record = tuple[str, str | None, dict[str, Any] | None]
+
+_MAX_REPORTED = 10
+
+
+class EmbeddingProducer:
+    """Splits texts into batches, queues them for the workers, and tracks the job.
+
+    >>> job = EmbeddingProducer().submit(["first text", "second text"])
+    >>> job.wait(timeout=60)
+    """
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings if settings is not None else load_settings()
+        self._app = make_celery(self.settings, main="embedq-producer")
+        self._redis = redis.Redis.from_url(
+            self.settings.redis.connection_url(), socket_connect_timeout=4, socket_timeout=30
+        )
+        self._tracker = JobTracker(self._redis, self.settings.jobs.ttl_seconds)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._redis.close()
+        self._app.close()
+
+    def __enter__(self) -> EmbeddingProducer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- ingest -----------------------------------------------------------------------------
+
+    def submit(
+        self,
+        texts: Sequence[str],
+        ids: Sequence[str | int] | None = None,
+        metadata: Sequence[dict[str, Any] | None] | None = None,
+        collection: str | None = None,
+    ) -> Job:
+        """Check every item, then queue them in batches of ``EMBEDQ_BATCH__SIZE``.
+
+        Nothing is queued when any item is invalid: the :class:`InvalidInputError` lists
+        which items and why. Without ``ids``, each text's id is a hash of (model, text), so
+        submitting the same texts again overwrites instead of duplicating.
+        """
+        records = self.validate(texts, ids, metadata)
+        return self.submit_records(records, collection=collection)
+
+    def validate(
+        self,
+        texts: Sequence[str],
+        ids: Sequence[str | int] | None = None,
+        metadata: Sequence[dict[str, Any] | None] | None = None,
+    ) -> list[Record]:
+        """The checked records of a :meth:`submit` call, or one error naming every problem."""
+        if isinstance(texts, str | bytes) or not isinstance(texts, Sequence):
+            raise InvalidInputError(
+                f"texts must be a list of str, got {type(texts).__name__}; wrap a single text "
+                "in a list"
+            )
+        if not texts:
+            raise InvalidInputError("texts is empty; pass at least one text")
+        for name, items in (("ids", ids), ("metadata", metadata)):
+            if items is None:
+                continue
+            if isinstance(items, str | bytes | dict) or not isinstance(items, Sequence):
+                raise InvalidInputError(f"{name} must be a list, got {type(items).__name__}")
+            if len(items) != len(texts):
+                raise InvalidInputError(
+                    f"got {len(items)} {name} for {len(texts)} texts; pass one per text "
+                    f"(or {name}=None)"
+                )
+        limits = self.settings.batch
+        problems: list[str] = []
+        records: list[Record] = []
+        seen: dict[str, int] = {}
+        for i, raw in enumerate(texts):
+            try:
+                text = check_text(raw, limits)
+                key = None
+                if ids is not None:
+                    key = check_id(ids[i], limits)
+                    if key in seen:
+                        raise InvalidInputError(f"duplicate id {key!r} (also at {seen[key]})")
+                    seen[key] = i
+                meta = check_metadata(None if metadata is None else metadata[i], limits)
+            except InvalidInputError as exc:
+                problems.append(f"item {i}: {exc}")
+                continue
+            records.append((text, key, meta or None))
+        if problems:
+            shown = "\n  ".join(problems[:_MAX_REPORTED])
+            more = f"\n  ... and {len(problems) - _MAX_REPORTED} more" if len(problems) > _MAX_REPORTED else ""
+            raise InvalidInputError(
+                f"{len(problems)} of {len(texts)} items are invalid; nothing was queued:\n  "
+                f"{shown}{more}"
+            )
+        return records
+
+    def submit_records(self, records: Iterable[Record], collection: str | None = None) -> Job:
+        """Queue already-checked records (from :meth:`validate` or a file reader), streaming:
+        memory stays flat however many records there are."""
+        name = check_collection(collection or self.settings.milvus.collection)
+        job = self.start_job(name)
+        sent = texts = 0
+        try:
+            with self._app.producer_or_acquire() as publisher:
+                for index, chunk in enumerate(_batches(records, self.settings.batch.size)):
+                    self._send(publisher, job.id, index, name, chunk)
+                    sent, texts = sent + 1, texts + len(chunk)
+            if sent == 0:
+                raise InvalidInputError("no records to submit; pass at least one text")
+            self._tracker.seal(job.id, sent, texts)
+        except (OperationalError, redis.RedisError, OSError) as exc:
+            raise BrokerUnavailableError(
+                f"Redis at {self.settings.redis.url} failed after {sent} batches of job {job.id} "
+                f"were queued ({exc}); those batches will still be stored, the rest were not "
+                "queued. Submit the same texts again once Redis is back: ids make it idempotent"
+            ) from exc
+        return job
+
+    def start_job(self, collection: str) -> Job:
+        job = Job(uuid.uuid4().hex, self._tracker)
+        try:
+            self._tracker.create(job.id, collection, self.settings.model.name)
+        except redis.RedisError as exc:
+            raise BrokerUnavailableError(
+                f"Redis at {self.settings.redis.url} is unreachable ({exc}); nothing was queued"
+            ) from exc
+        return job
+
+    def _send(
+        self, publisher: Any, job_id: str, index: int, collection: str, chunk: list[Record]
+    ) -> None:
+        with_ids = any(key is not None for _, key, _ in chunk)
+        with_meta = any(meta for _, _, meta in chunk)
+        message: dict[str, Any] = {
+            "v": 1,
+            "job_id": job_id,
+            "batch": index,
+            "collection": collection,
+            "model": self.settings.model.name,
+            "texts": [text for text, _, _ in chunk],
+        }
+        if with_ids:
+            message["ids"] = [key for _, key, _ in chunk]
+        if with_meta:
+            message["metadata"] = [meta or {} for _, _, meta in chunk]
+        self._app.send_task(
+            TASK_EMBED,
+            kwargs={"batch": message},
+            queue=embed_queue(self.settings.model.name),
+            producer=publisher,
+            ignore_result=True,
+        )
+
+    def job(self, job_id: str) -> Job:
+        """The handle of an earlier job, by id."""
+        return Job(job_id, self._tracker)
+
+    # -- search -----------------------------------------------------------------------------
+
+    def search(
+        self,
+        query: str,
+        k: int = 5,
+        collection: str | None = None,
+        filter: str = "",
+        timeout: float | None = None,
+    ) -> list[Hit]:
+        """The ``k`` stored texts nearest to ``query``, best first (encoded on a worker)."""
+        if not isinstance(query, str) or not query.strip():
+            raise InvalidInputError("query must be a non-empty str")
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 16_384:
+            raise InvalidInputError(f"k must be an int from 1 to 16384, got {k!r}")
+        name = check_collection(collection or self.settings.milvus.collection)
+        message = {
+            "v": 1,
+            "query": query,
+            "k": k,
+            "collection": name,
+            "model": self.settings.model.name,
+            "filter": filter,
+        }
+        wait = timeout if timeout is not None else self.settings.jobs.search_timeout
+        try:
+            result = self._app.send_task(
+                TASK_SEARCH, kwargs={"query": message}, queue=search_queue(message["model"])
+            )
+            payload = result.get(timeout=wait)
+            result.forget()
+        except CeleryTimeoutError:
+            raise JobTimeoutError(
+                f"no worker answered the search within {wait}s; is a worker serving model "
+                f"{self.settings.model.name!r} running (`embedq worker`)?"
+            ) from None
+        except (OperationalError, redis.RedisError) as exc:
+            raise BrokerUnavailableError(
+                f"Redis at {self.settings.redis.url} is unreachable ({exc})"
+            ) from exc
+        if not isinstance(payload, dict) or "error" in payload:
+            reason = payload.get("error") if isinstance(payload, dict) else repr(payload)
+            raise SearchError(f"search failed: {reason}")
+        return [Hit.model_validate(hit) for hit in payload["hits"]]
+
+
+def _batches(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
+    chunk: list[Record] = []
+    for record in records:
+        chunk.append(record)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

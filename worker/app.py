@@ -1,0 +1,47 @@
+"""The worker's Celery application and its process lifecycle hooks."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery, signals
+
+from config.celeryconfig import make_celery
+from config.settings import Settings
+from worker import runtime
+from worker.tasks import record_failure, register_tasks
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings) -> Celery:
+    """The Celery app of a worker: shared configuration, embedq's tasks, lifecycle hooks."""
+    app = make_celery(settings, main="worker")
+    app.conf.worker_concurrency = settings.worker.concurrency
+    register_tasks(app, settings)
+
+    # weak=False: the receivers are closures and must live as long as the app.
+    @signals.worker_process_init.connect(weak=False)
+    def open_resources(**_: Any) -> None:
+        # Each prefork child loads its own copy of the model, after the fork.
+        runtime.open_runtime(settings)
+
+    @signals.worker_process_shutdown.connect(weak=False)
+    def close_resources(**_: Any) -> None:
+        runtime.close()
+
+    @signals.worker_shutdown.connect(weak=False)
+    def close_main(**_: Any) -> None:
+        runtime.close()
+
+    @signals.task_failure.connect(weak=False)
+    def on_failure(
+        sender: Any = None, exception: object = None, kwargs: Any = None, **_: Any
+    ) -> None:
+        name = getattr(sender, "name", "")
+        record_failure(settings, str(name), dict(kwargs or {}), exception)
+
+    return app

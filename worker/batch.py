@@ -1,0 +1,86 @@
+"""What a worker does with one message, independent of Celery: check each item, encode the
+good ones, upsert them. Unit-tested with fakes of the encoder and the store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from config.contract import (
+    BatchMessage,
+    Hit,
+    SearchMessage,
+    check_id,
+    check_metadata,
+    check_text,
+    derive_id,
+)
+from config.errors import InvalidInputError, ModelMismatchError
+from config.settings import BatchSettings
+from worker.encoder import Encoder
+from worker.store import Rows, VectorStore
+
+__all__ = ["BatchOutcome", "embed_batch", "search"]
+
+
+@dataclass
+class BatchOutcome:
+    """``stored`` rows were written; ``rejected`` maps item positions to the reason."""
+
+    stored: int = 0
+    rejected: dict[int, str] = field(default_factory=dict)
+
+    def error_lines(self, job_id: str, batch: int) -> list[str]:
+        return [f"job {job_id} batch {batch} item {i}: {why}" for i, why in self.rejected.items()]
+
+
+def _check_model(message_model: str, encoder: Encoder) -> None:
+    if message_model != encoder.info.name:
+        raise ModelMismatchError(
+            f"message asks for model {message_model!r} but this worker serves "
+            f"{encoder.info.name!r}; route it to the queue of {message_model!r}"
+        )
+
+
+def embed_batch(
+    message: BatchMessage, encoder: Encoder, store: VectorStore, limits: BatchSettings
+) -> BatchOutcome:
+    """Store every valid item of ``message``; an invalid item is rejected on its own."""
+    _check_model(message.model, encoder)
+    outcome = BatchOutcome()
+    # id -> (text, metadata); a later duplicate id replaces an earlier one, as upsert would.
+    rows: dict[str, tuple[str, dict[str, Any]]] = {}
+    position: dict[str, int] = {}
+    for i, raw in enumerate(message.texts):
+        try:
+            text = check_text(raw, limits)
+            if message.ids is None:
+                key = derive_id(message.model, text)
+            else:
+                key = check_id(message.ids[i], limits)
+            meta = check_metadata(None if message.metadata is None else message.metadata[i], limits)
+        except InvalidInputError as exc:
+            outcome.rejected[i] = str(exc)
+            continue
+        if key in rows and message.ids is not None:
+            outcome.rejected[position[key]] = f"duplicate id {key!r} in the same batch"
+        rows[key] = (text, meta)
+        position[key] = i
+    if not rows:
+        return outcome
+    store.prepare(message.collection, encoder.info)
+    ids = list(rows)
+    texts = [rows[key][0] for key in ids]
+    vectors = encoder.encode(texts)
+    outcome.stored = store.upsert(
+        message.collection,
+        Rows(ids=ids, texts=texts, metadata=[rows[key][1] for key in ids], vectors=vectors),
+    )
+    return outcome
+
+
+def search(message: SearchMessage, encoder: Encoder, store: VectorStore) -> list[Hit]:
+    """Encode the query with the collection's model and return its nearest rows."""
+    _check_model(message.model, encoder)
+    vector = encoder.encode([message.query])[0]
+    return store.search(message.collection, vector, message.k, encoder.info, message.filter)

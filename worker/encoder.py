@@ -1,0 +1,134 @@
+"""Turning texts into vectors: the :class:`Encoder` protocol and its Model2Vec implementation."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from config.errors import ConfigError, ModelLoadError
+from config.settings import BUNDLED_MODEL, ModelSettings
+
+if TYPE_CHECKING:
+    from model2vec import StaticModel
+
+__all__ = [
+    "BUNDLED_MODEL_PATH",
+    "Encoder",
+    "Model2VecEncoder",
+    "ModelInfo",
+    "Vectors",
+    "load_static_model",
+    "resolve_source",
+]
+
+Vectors = npt.NDArray[np.float32]
+
+#: The default model, distilled from all-MiniLM-L6-v2 by scripts/build_default_model.py.
+BUNDLED_MODEL_PATH = Path(__file__).parent / "models" / "minilm-l6-distilled"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a collection records about the model that filled it."""
+
+    name: str
+    source: str
+    dim: int
+    revision: str
+
+
+class Encoder(Protocol):
+    """Anything that maps texts to float32 vectors of a fixed dimension."""
+
+    @property
+    def info(self) -> ModelInfo: ...
+
+    def encode(self, texts: Sequence[str]) -> Vectors:
+        """Return a C-contiguous float32 array of shape ``(len(texts), dim)``."""
+        ...
+
+
+def resolve_source(model: ModelSettings) -> str:
+    """The folder or hub id to load, checked so that a missing folder never becomes a hub
+    download."""
+    source = model.source
+    if source == BUNDLED_MODEL:
+        folder = BUNDLED_MODEL_PATH
+        if not (folder / "model.safetensors").is_file():
+            raise ModelLoadError(
+                f"the bundled model is missing from {folder}; reinstall embedq, or rebuild it "
+                "with `make model`"
+            )
+        return str(folder)
+    if model.hub_id is not None:
+        return model.hub_id
+    folder = Path(source).expanduser()
+    if not folder.is_dir():
+        raise ConfigError(
+            f"EMBEDQ_MODEL__SOURCE: model folder {source!r} does not exist; point it at a folder "
+            "holding model.safetensors, tokenizer.json and config.json (a model saved with "
+            "StaticModel.save_pretrained)"
+        )
+    return str(folder.resolve())
+
+
+def load_static_model(model: ModelSettings) -> StaticModel:
+    """Load a Model2Vec model from the bundled copy, a folder, or the hub (cache first)."""
+    from model2vec import StaticModel
+
+    source = resolve_source(model)
+    is_hub = model.hub_id is not None
+    try:
+        return StaticModel.from_pretrained(
+            source,
+            normalize=model.normalize,
+            quantize_to=model.quantize_to,
+            max_length=model.max_length,
+            # Hub models: use the local cache when present instead of asking the hub again.
+            force_download=False,
+        )
+    except Exception as exc:
+        if is_hub:
+            offline = os.environ.get("HF_HUB_OFFLINE", "") not in {"", "0", "false"}
+            why = "HF_HUB_OFFLINE is set and it is not cached" if offline else str(exc)
+            raise ModelLoadError(
+                f"could not load model {source!r} from the Hugging Face cache or hub ({why}). "
+                "On an air-gapped host, download it elsewhere (huggingface-cli download "
+                f"{source} --local-dir DIR), copy DIR here and set EMBEDQ_MODEL__SOURCE=DIR"
+            ) from exc
+        raise ModelLoadError(f"could not load model from {source!r}: {exc}") from exc
+
+
+class Model2VecEncoder:
+    """A loaded Model2Vec static model. Built once per worker process."""
+
+    def __init__(self, model: StaticModel, settings: ModelSettings) -> None:
+        self._model = model
+        vectors = np.asarray(model.embedding)
+        revision = hashlib.sha256(np.ascontiguousarray(vectors).tobytes()).hexdigest()[:16]
+        self._info = ModelInfo(
+            name=settings.name, source=settings.source, dim=int(model.dim), revision=revision
+        )
+        self._max_length = settings.max_length
+
+    @classmethod
+    def from_settings(cls, settings: ModelSettings) -> Model2VecEncoder:
+        return cls(load_static_model(settings), settings)
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._info
+
+    def encode(self, texts: Sequence[str]) -> Vectors:
+        # Worker processes are already one per core: model2vec's own pool would oversubscribe.
+        vectors = self._model.encode(
+            list(texts), use_multiprocessing=False, max_length=self._max_length
+        )
+        return np.ascontiguousarray(vectors, dtype=np.float32)

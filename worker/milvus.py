@@ -1,0 +1,272 @@
+"""The Milvus implementation of :class:`~worker.store.VectorStore`.
+
+Works against a Milvus server, a Milvus Lite server (``embedq standalone``) or Zilliz Cloud.
+The client connects lazily, so a worker starts (and keeps its messages) while Milvus is down;
+calls that fail because Milvus is unreachable raise :class:`StoreUnavailableError`, which the
+task retries with backoff.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from config.contract import MAX_TEXT_BYTES, Hit
+from config.errors import (
+    InvalidInputError,
+    ModelMismatchError,
+    SearchError,
+    StoreUnavailableError,
+)
+from config.settings import MilvusSettings
+from worker.encoder import ModelInfo, Vectors
+from worker.store import Rows, check_binding
+
+__all__ = ["MilvusStore"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+ID_MAX_LENGTH = 512
+_PROPS = ("embedq.model", "embedq.source", "embedq.dim", "embedq.revision")
+_ROW_OVERHEAD = 64
+
+
+class MilvusStore:
+    """Rows ``(id VARCHAR primary key, vector FLOAT_VECTOR, text VARCHAR, metadata JSON)``."""
+
+    def __init__(self, settings: MilvusSettings) -> None:
+        self._settings = settings
+        self._client: Any = None
+        self._lock = threading.Lock()
+        self._prepared: dict[str, ModelInfo] = {}
+
+    # -- connection -------------------------------------------------------------------------
+
+    def _connect(self) -> Any:
+        from pymilvus import MilvusClient
+
+        s = self._settings
+        with self._lock:
+            if self._client is None:
+                self._client = MilvusClient(
+                    uri=s.uri,
+                    user=s.user or "",
+                    password=s.password.get_secret_value() if s.password else "",
+                    token=s.token.get_secret_value() if s.token else "",
+                    db_name=s.db_name,
+                    timeout=s.timeout,
+                )
+            return self._client
+
+    def _call(self, what: str, fn: Callable[[Any], T]) -> T:
+        """Run ``fn(client)``, turning connection failures into :class:`StoreUnavailableError`
+        and dropping the client so the next attempt reconnects."""
+        from pymilvus.exceptions import MilvusException
+
+        try:
+            return fn(self._connect())
+        except (ModelMismatchError, InvalidInputError, SearchError):
+            raise
+        except MilvusException as exc:
+            if _is_permanent(exc):
+                raise
+            self._reset()
+            raise StoreUnavailableError(f"Milvus {what} failed: {_describe(exc)}") from exc
+        except Exception as exc:  # grpc errors, OSError, timeouts: the server is away
+            self._reset()
+            raise StoreUnavailableError(
+                f"Milvus at {self._settings.uri} is unreachable during {what}: {_describe(exc)}"
+            ) from exc
+
+    def _reset(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+            self._prepared.clear()
+        if client is not None:
+            try:
+                client.close()
+            except Exception:  # noqa: S110 - closing a broken client may fail; nothing to do
+                pass
+
+    def close(self) -> None:
+        self._reset()
+
+    # -- collections ------------------------------------------------------------------------
+
+    def prepare(self, collection: str, model: ModelInfo) -> None:
+        if collection in self._prepared:
+            check_binding(collection, self._prepared[collection], model)
+            return
+        self._call("prepare", lambda client: self._prepare(client, collection, model))
+        self._prepared[collection] = model
+
+    def _prepare(self, client: Any, collection: str, model: ModelInfo) -> None:
+        if not client.has_collection(collection):
+            try:
+                self._create(client, collection, model)
+            except Exception:
+                # Another worker may have created it at the same moment: use theirs if so.
+                if not client.has_collection(collection):
+                    raise
+        recorded = self._binding(client, collection)
+        check_binding(collection, recorded, model)
+        state = client.get_load_state(collection).get("state")
+        if "Loaded" not in str(state):
+            client.load_collection(collection)
+
+    def _create(self, client: Any, collection: str, model: ModelInfo) -> None:
+        from pymilvus import DataType, MilvusClient
+
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=ID_MAX_LENGTH)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=model.dim)
+        schema.add_field("text", DataType.VARCHAR, max_length=MAX_TEXT_BYTES)
+        schema.add_field("metadata", DataType.JSON)
+        index = client.prepare_index_params()
+        index.add_index(
+            field_name="vector", index_type="AUTOINDEX", metric_type=self._settings.metric_type
+        )
+        client.create_collection(
+            collection,
+            schema=schema,
+            index_params=index,
+            consistency_level=self._settings.consistency_level,
+            properties=dict(zip(_PROPS, _binding_values(model), strict=True)),
+        )
+        log.info("created collection %s for model %s (dim %d)", collection, model.name, model.dim)
+
+    def _binding(self, client: Any, collection: str) -> ModelInfo:
+        described = client.describe_collection(collection)
+        props = described.get("properties") or {}
+        dim = next(
+            (int(f["params"]["dim"]) for f in described["fields"] if f["name"] == "vector"), None
+        )
+        names = {f["name"] for f in described["fields"]}
+        if dim is None or not {"id", "text", "metadata"} <= names or _PROPS[0] not in props:
+            raise ModelMismatchError(
+                f"collection {collection!r} was not created by embedq (it lacks the id, vector, "
+                "text and metadata fields or the embedq.model property); use another collection"
+            )
+        return ModelInfo(
+            name=props["embedq.model"],
+            source=props.get("embedq.source", ""),
+            dim=dim,
+            revision=props.get("embedq.revision", ""),
+        )
+
+    # -- data -------------------------------------------------------------------------------
+
+    def upsert(self, collection: str, rows: Rows) -> int:
+        written = 0
+        for chunk in _chunks(rows, self._settings.upsert_max_bytes):
+            data = [
+                {"id": i, "vector": v, "text": t, "metadata": m}
+                for i, v, t, m in zip(
+                    chunk.ids, chunk.vectors, chunk.texts, chunk.metadata, strict=True
+                )
+            ]
+            result = self._call(
+                "upsert",
+                lambda client, data=data: client.upsert(  # type: ignore[misc]
+                    collection, data, timeout=self._settings.timeout
+                ),
+            )
+            written += int(result.get("upsert_count", len(data)))
+        return written
+
+    def search(
+        self, collection: str, vector: Vectors, k: int, model: ModelInfo, filter: str = ""
+    ) -> list[Hit]:
+        def run(client: Any) -> list[Hit]:
+            if not client.has_collection(collection):
+                raise SearchError(
+                    f"collection {collection!r} does not exist; ingest some texts first"
+                )
+            if collection not in self._prepared:
+                check_binding(collection, self._binding(client, collection), model)
+            results = client.search(
+                collection,
+                data=[vector.reshape(-1)],
+                limit=k,
+                filter=filter,
+                output_fields=["text", "metadata"],
+                search_params={"metric_type": self._settings.metric_type},
+                consistency_level=self._settings.consistency_level,
+                timeout=self._settings.timeout,
+            )
+            return [
+                Hit(
+                    id=str(hit["id"]),
+                    text=hit["entity"]["text"],
+                    metadata=hit["entity"].get("metadata") or {},
+                    score=float(hit["distance"]),
+                )
+                for hit in results[0]
+            ]
+
+        return self._call("search", run)
+
+    def count(self, collection: str) -> int:
+        def run(client: Any) -> int:
+            if not client.has_collection(collection):
+                return 0
+            result = client.query(
+                collection, filter="", output_fields=["count(*)"], consistency_level="Strong"
+            )
+            return int(result[0]["count(*)"])
+
+        return self._call("count", run)
+
+
+def _binding_values(model: ModelInfo) -> tuple[str, str, str, str]:
+    return model.name, model.source, str(model.dim), model.revision
+
+
+def _row_bytes(text: str, metadata: dict[str, Any], dim: int) -> int:
+    return len(text.encode()) + len(json.dumps(metadata)) + dim * 4 + _ROW_OVERHEAD
+
+
+def _chunks(rows: Rows, max_bytes: int) -> Iterator[Rows]:
+    """Split rows so that no upsert request exceeds ``max_bytes`` (Milvus refuses > 64 MB)."""
+    dim = rows.vectors.shape[1] if rows.vectors.ndim == 2 else 0
+    start, size = 0, 0
+    for i in range(len(rows)):
+        row = _row_bytes(rows.texts[i], rows.metadata[i], dim) + len(rows.ids[i])
+        if i > start and size + row > max_bytes:
+            yield _slice(rows, start, i)
+            start, size = i, 0
+        size += row
+    if start < len(rows):
+        yield _slice(rows, start, len(rows))
+
+
+def _slice(rows: Rows, start: int, stop: int) -> Rows:
+    return Rows(
+        ids=rows.ids[start:stop],
+        texts=rows.texts[start:stop],
+        metadata=rows.metadata[start:stop],
+        vectors=rows.vectors[start:stop],
+    )
+
+
+def _is_permanent(exc: Exception) -> bool:
+    """Errors caused by the request itself; retrying the same request cannot help."""
+    from pymilvus.exceptions import (
+        DataNotMatchException,
+        DataTypeNotMatchException,
+        ParamError,
+        PrimaryKeyException,
+    )
+
+    permanent = (ParamError, DataNotMatchException, DataTypeNotMatchException, PrimaryKeyException)
+    return isinstance(exc, permanent)
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:300]

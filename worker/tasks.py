@@ -1,0 +1,113 @@
+"""The Celery tasks: thin wrappers that parse the message, call :mod:`worker.batch` and record
+the outcome in the job's progress record."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import redis
+from celery import Celery, Task
+from celery.exceptions import SoftTimeLimitExceeded
+from pydantic import ValidationError
+
+from config.contract import TASK_EMBED, TASK_SEARCH, BatchMessage, SearchMessage
+from config.errors import (
+    BrokerUnavailableError,
+    EmbedqError,
+    InvalidMessageError,
+    TransientError,
+)
+from config.settings import Settings
+from worker import runtime
+from worker.batch import embed_batch, search
+
+__all__ = ["register_tasks"]
+
+log = logging.getLogger("embedq.worker")
+
+
+def _parse_batch(raw: Any) -> BatchMessage:
+    try:
+        return BatchMessage.model_validate(raw)
+    except ValidationError as exc:
+        raise InvalidMessageError(f"batch message does not follow the contract: {exc}") from None
+
+
+def register_tasks(app: Celery, settings: Settings) -> None:
+    """Define embedq's tasks on ``app`` with retry policy taken from ``settings``."""
+    worker = settings.worker
+
+    @app.task(
+        name=TASK_EMBED,
+        bind=True,
+        ignore_result=True,
+        # Only failures that may pass are retried: a bad message fails the same way each time.
+        autoretry_for=(TransientError, SoftTimeLimitExceeded),
+        dont_autoretry_for=(InvalidMessageError,),
+        max_retries=worker.max_retries,
+        retry_backoff=True,
+        retry_backoff_max=worker.retry_backoff_max,
+        retry_jitter=True,
+    )
+    def embed_batch_task(self: Task[Any, Any], batch: dict[str, Any]) -> None:
+        started = time.perf_counter()
+        message = _parse_batch(batch)
+        rt = runtime.current(settings)
+        outcome = embed_batch(message, rt.encoder, rt.store, settings.batch)
+        try:
+            runtime.tracker(settings).batch_done(
+                message.job_id,
+                message.batch,
+                outcome.stored,
+                len(outcome.rejected),
+                outcome.error_lines(message.job_id, message.batch),
+            )
+        except redis.RedisError as exc:
+            # The rows are stored; a retry rewrites them (idempotent) and counts the batch.
+            raise BrokerUnavailableError(f"could not record progress: {exc}") from exc
+        log.info(
+            "job=%s batch=%d texts=%d stored=%d rejected=%d seconds=%.3f outcome=%s",
+            message.job_id,
+            message.batch,
+            len(message.texts),
+            outcome.stored,
+            len(outcome.rejected),
+            time.perf_counter() - started,
+            "partial" if outcome.rejected else "ok",
+        )
+
+    @app.task(name=TASK_SEARCH, bind=True, acks_late=False)
+    def search_task(self: Task[Any, Any], query: dict[str, Any]) -> dict[str, Any]:
+        # Errors travel back as data: the producer never has to unpickle or import them.
+        try:
+            message = SearchMessage.model_validate(query)
+        except ValidationError as exc:
+            return {"error": f"search message does not follow the contract: {exc}"}
+        try:
+            rt = runtime.current(settings)
+            hits = search(message, rt.encoder, rt.store)
+        except EmbedqError as exc:
+            return {"error": str(exc)}
+        return {"hits": [hit.model_dump() for hit in hits]}
+
+    del embed_batch_task, search_task
+
+
+def record_failure(settings: Settings, task_name: str, kwargs: dict[str, Any], exc: object) -> None:
+    """Mark the batch of a task that failed for good, if the message says which it was."""
+    if task_name != TASK_EMBED:
+        return
+    raw = kwargs.get("batch")
+    if not isinstance(raw, dict):
+        return
+    job_id, index = raw.get("job_id"), raw.get("batch")
+    if not isinstance(job_id, str) or not isinstance(index, int) or not job_id:
+        return
+    reason = f"{type(exc).__name__}: {exc}"
+    log.error("job=%s batch=%s outcome=failed reason=%s", job_id, index, reason)
+    try:
+        runtime.tracker(settings).batch_failed(job_id[:64], index, reason)
+    except redis.RedisError:
+        log.exception("could not record the failure of job %s batch %s", job_id, index)
