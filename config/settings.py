@@ -263,16 +263,17 @@ class WorkerSettings(BaseModel):
     def _check_limits(self) -> WorkerSettings:
         if self.soft_time_limit >= self.time_limit:
             raise ValueError(
-                f"soft_time_limit ({self.soft_time_limit}) must be below time_limit "
-                f"({self.time_limit})"
+                f"EMBEDQ_WORKER__SOFT_TIME_LIMIT ({self.soft_time_limit}) must be below "
+                f"EMBEDQ_WORKER__TIME_LIMIT ({self.time_limit})"
             )
         # A task still running (or waiting for its retry ETA) when the visibility timeout ends
         # is handed to a second worker: keep the timeout above both.
         floor = self.time_limit + self.retry_backoff_max
         if self.visibility_timeout <= floor:
             raise ValueError(
-                f"visibility_timeout ({self.visibility_timeout}) must exceed time_limit + "
-                f"retry_backoff_max ({floor}), or long tasks run twice"
+                f"EMBEDQ_WORKER__VISIBILITY_TIMEOUT ({self.visibility_timeout}) must exceed "
+                f"EMBEDQ_WORKER__TIME_LIMIT + EMBEDQ_WORKER__RETRY_BACKOFF_MAX ({floor}), or "
+                "Redis hands a long task to a second worker while the first still runs it"
             )
         return self
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from config.contract import (
     BatchMessage,
     Hit,
@@ -72,6 +74,20 @@ def embed_batch(
     ids = list(rows)
     texts = [rows[key][0] for key in ids]
     vectors = encoder.encode(texts)
+    # A text made only of tokens the model does not know encodes to zeros, which no cosine
+    # search can rank: reject it rather than store a vector that matches nothing.
+    known = np.any(vectors != 0, axis=1)
+    if not known.all():
+        for j in np.flatnonzero(~known):
+            outcome.rejected[position[ids[j]]] = (
+                "the model knows none of this text's tokens (it would embed to a zero vector)"
+            )
+        keep = np.flatnonzero(known)
+        ids = [ids[j] for j in keep]
+        texts = [texts[j] for j in keep]
+        vectors = np.ascontiguousarray(vectors[keep])
+        if not ids:
+            return outcome
     outcome.stored = store.upsert(
         message.collection,
         Rows(ids=ids, texts=texts, metadata=[rows[key][1] for key in ids], vectors=vectors),

@@ -76,11 +76,13 @@ class MilvusStore:
             if _is_permanent(exc):
                 raise
             self._reset()
-            raise StoreUnavailableError(f"Milvus {what} failed: {_describe(exc)}") from exc
+            raise StoreUnavailableError(
+                f"Milvus at {self._settings.uri}: {what} failed: {_describe(exc)}"
+            ) from exc
         except Exception as exc:  # grpc errors, OSError, timeouts: the server is away
             self._reset()
             raise StoreUnavailableError(
-                f"Milvus at {self._settings.uri} is unreachable during {what}: {_describe(exc)}"
+                f"Milvus at {self._settings.uri}: {what} failed, unreachable: {_describe(exc)}"
             ) from exc
 
     def _reset(self) -> None:

@@ -1,0 +1,160 @@
+"""Fixtures: settings, a tiny model, and real servers (Redis, Milvus Lite, Celery workers)
+started on free loopback ports and always stopped."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from config.contract import embed_queue, search_queue
+from config.settings import Settings, load_settings
+from worker.services import (
+    MILVUS_LITE_STOP_SIGNAL,
+    Service,
+    milvus_lite_command,
+    redis_command,
+    wait_for_port,
+    worker_command,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT / "docs" / "corpus"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No EMBEDQ_* variable or .env file of the developer's leaks into a test."""
+    for name in list(os.environ):
+        if name.startswith("EMBEDQ_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def unique(prefix: str = "t") -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+# -- servers ---------------------------------------------------------------------------------
+
+
+class Servers:
+    """Addresses of the running test servers and the environment that points at them."""
+
+    def __init__(self, redis_url: str, milvus_uri: str, logs: Path) -> None:
+        self.redis_url = redis_url
+        self.milvus_uri = milvus_uri
+        self.logs = logs
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EMBEDQ_")}
+        env.update(
+            EMBEDQ_REDIS__URL=self.redis_url,
+            EMBEDQ_MILVUS__URI=self.milvus_uri,
+            PYTHONPATH=str(ROOT),
+            HF_HUB_OFFLINE="1",
+        )
+        env.update(extra)
+        return env
+
+    def settings(self, **overrides: object) -> Settings:
+        base: dict[str, object] = {
+            "redis": {"url": self.redis_url},
+            "milvus": {"uri": self.milvus_uri},
+        }
+        base.update(overrides)
+        return load_settings(**base)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    data = tmp_path_factory.mktemp("redis")
+    port = free_port()
+    service = Service("redis", redis_command(port, data), data / "redis.log")
+    client = redis.Redis(port=port, socket_timeout=1)
+    try:
+        service.wait_ready(lambda: bool(client.ping()), timeout=20)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        client.close()
+        service.stop(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    data = tmp_path_factory.mktemp("milvus")
+    port = free_port()
+    service = Service(
+        "milvus-lite",
+        milvus_lite_command(port, data / "data"),
+        data / "milvus.log",
+        stop_signal=MILVUS_LITE_STOP_SIGNAL,
+    )
+    try:
+        service.wait_ready(lambda: wait_for_port("127.0.0.1", port), timeout=60)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        service.stop(timeout=20)
+
+
+@pytest.fixture(scope="session")
+def servers(
+    redis_server: str, milvus_server: str, tmp_path_factory: pytest.TempPathFactory
+) -> Servers:
+    return Servers(redis_server, milvus_server, tmp_path_factory.mktemp("logs"))
+
+
+WorkerFactory = Callable[..., Service]
+
+
+@pytest.fixture(scope="session")
+def start_worker(servers: Servers) -> Iterator[WorkerFactory]:
+    """Start real ``celery worker`` processes; each is stopped at the end of the session."""
+    started: list[Service] = []
+
+    def start(concurrency: int = 2, node: str | None = None, **env: str) -> Service:
+        name = node or unique("w")
+        settings = servers.settings()
+        queues = [embed_queue(settings.model.name), search_queue(settings.model.name)]
+        log = servers.logs / f"{name}.log"
+        service = Service(
+            name,
+            worker_command(queues, concurrency, node=f"{name}@%h"),
+            log,
+            env=servers.env(**env),
+            cwd=ROOT,
+        )
+        started.append(service)
+        service.wait_ready(lambda: b"ready." in log.read_bytes(), timeout=120)
+        return service
+
+    yield start
+    for service in started:
+        service.stop(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def worker(start_worker: WorkerFactory) -> Service:
+    """One shared worker node with two processes."""
+    return start_worker(concurrency=2, node="shared")
+
+
+@pytest.fixture
+def settings(servers: Servers) -> Settings:
+    return servers.settings()
+
+
+def python() -> str:
+    return sys.executable

@@ -1,0 +1,135 @@
+"""The worker's per-message logic, against an in-memory store and a fake encoder."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from config.contract import BatchMessage, SearchMessage, derive_id
+from config.errors import ModelMismatchError
+from config.settings import BatchSettings
+from tests.fakes import HashEncoder
+from worker.batch import embed_batch, search
+from worker.encoder import ModelInfo
+from worker.store import InMemoryStore
+
+LIMITS = BatchSettings()
+
+
+def message(**fields: Any) -> BatchMessage:
+    base: dict[str, Any] = {"job_id": "j", "batch": 0, "collection": "c", "model": "fake"}
+    base.update(fields)
+    return BatchMessage.model_validate(base)
+
+
+def test_valid_batch_is_encoded_once_and_stored_with_text_and_metadata() -> None:
+    # Given a batch with ids and metadata
+    encoder, store = HashEncoder(), InMemoryStore()
+    msg = message(texts=["a", "b"], ids=["1", "2"], metadata=[{"k": 1}, {"k": 2}])
+    # When the worker handles it
+    outcome = embed_batch(msg, encoder, store, LIMITS)
+    # Then both rows are stored under the caller's ids, in one encode call
+    assert outcome.stored == 2 and not outcome.rejected
+    assert len(encoder.calls) == 1
+    assert store.rows["c"]["1"][1:] == ("a", {"k": 1})
+    assert store.rows["c"]["2"][1:] == ("b", {"k": 2})
+
+
+def test_one_bad_text_does_not_take_the_good_ones_down() -> None:
+    encoder, store = HashEncoder(), InMemoryStore()
+    texts: list[Any] = [f"text {i}" for i in range(1000)]
+    texts[500] = ""
+    texts[501] = 12
+    outcome = embed_batch(message(texts=texts), encoder, store, LIMITS)
+    assert outcome.stored == 998
+    assert set(outcome.rejected) == {500, 501}
+    assert "empty" in outcome.rejected[500]
+    assert store.count("c") == 998
+
+
+def test_without_ids_the_same_text_gets_the_same_row() -> None:
+    encoder, store = HashEncoder(), InMemoryStore()
+    embed_batch(message(texts=["same", "other"]), encoder, store, LIMITS)
+    embed_batch(message(texts=["same"], batch=1), encoder, store, LIMITS)
+    assert store.count("c") == 2
+    assert derive_id("fake", "same") in store.rows["c"]
+
+
+def test_redelivered_batch_overwrites_instead_of_duplicating() -> None:
+    encoder, store = HashEncoder(), InMemoryStore()
+    msg = message(texts=["a", "b", "c"], ids=[1, 2, 3])
+    embed_batch(msg, encoder, store, LIMITS)
+    embed_batch(msg, encoder, store, LIMITS)
+    assert store.count("c") == 3
+
+
+def test_duplicate_ids_in_one_batch_keep_the_last_and_report_the_first() -> None:
+    encoder, store = HashEncoder(), InMemoryStore()
+    outcome = embed_batch(message(texts=["a", "b"], ids=["x", "x"]), encoder, store, LIMITS)
+    assert outcome.stored == 1
+    assert "duplicate id" in outcome.rejected[0]
+    assert store.rows["c"]["x"][1] == "b"
+
+
+def test_bad_metadata_and_ids_are_rejected_per_item() -> None:
+    encoder, store = HashEncoder(), InMemoryStore()
+    outcome = embed_batch(
+        message(texts=["a", "b", "c"], ids=["1", 2.5, "3"], metadata=[{}, {}, "not a dict"]),
+        encoder,
+        store,
+        LIMITS,
+    )
+    assert outcome.stored == 1
+    assert set(outcome.rejected) == {1, 2}
+
+
+def test_all_items_bad_stores_nothing_and_touches_no_collection() -> None:
+    encoder, store = HashEncoder(), InMemoryStore()
+    outcome = embed_batch(message(texts=["", " "]), encoder, store, LIMITS)
+    assert outcome.stored == 0 and len(outcome.rejected) == 2
+    assert "c" not in store.rows and not encoder.calls
+
+
+def test_message_for_another_model_is_refused() -> None:
+    with pytest.raises(ModelMismatchError, match="route it to the queue"):
+        embed_batch(message(model="other", texts=["a"]), HashEncoder(), InMemoryStore(), LIMITS)
+
+
+def test_collection_of_another_model_is_refused_with_both_names() -> None:
+    store = InMemoryStore()
+    embed_batch(message(texts=["a"]), HashEncoder(), store, LIMITS)
+    bigger = HashEncoder(dim=16)
+    with pytest.raises(ModelMismatchError, match="dim 8.*dim 16"):
+        embed_batch(message(texts=["b"]), bigger, store, LIMITS)
+    assert store.count("c") == 1
+
+
+def test_search_returns_the_stored_text_first() -> None:
+    encoder, store = HashEncoder(), InMemoryStore()
+    embed_batch(message(texts=["alpha", "beta", "gamma"], ids=["a", "b", "g"]), encoder, store, LIMITS)
+    query = SearchMessage(query="beta", k=2, collection="c", model="fake")
+    hits = search(query, encoder, store)
+    assert [hit.id for hit in hits][0] == "b"
+    assert hits[0].text == "beta" and hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert len(hits) == 2
+
+
+def test_store_binding_compares_revision_too() -> None:
+    store = InMemoryStore()
+    store.prepare("c", ModelInfo("m", "s", 8, "r1"))
+    with pytest.raises(ModelMismatchError):
+        store.prepare("c", ModelInfo("m", "s", 8, "r2"))
+
+
+def test_text_the_model_cannot_represent_is_rejected_not_stored_as_zeros() -> None:
+    class ZeroForUnknown(HashEncoder):
+        def encode(self, texts: Any) -> Any:
+            vectors = super().encode(texts)
+            vectors[[i for i, t in enumerate(texts) if t == "🙂"]] = 0
+            return vectors
+
+    store = InMemoryStore()
+    outcome = embed_batch(message(texts=["ok", "🙂"], ids=["a", "b"]), ZeroForUnknown(), store, LIMITS)
+    assert outcome.stored == 1 and "zero vector" in outcome.rejected[1]
+    assert list(store.rows["c"]) == ["a"]

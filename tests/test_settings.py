@@ -1,0 +1,101 @@
+"""Settings: defaults point at the standalone stack; bad values fail at start-up with the
+variable's name and the fix; secrets never show."""
+
+from __future__ import annotations
+
+import pytest
+
+from config.errors import ConfigError
+from config.settings import KNOWN_MODELS, Settings, load_settings
+
+
+def test_defaults_point_at_the_standalone_stack() -> None:
+    settings = load_settings()
+    assert settings.redis.url == "redis://127.0.0.1:6379/0"
+    assert settings.milvus.uri == "http://127.0.0.1:19530"
+    assert settings.model.source == "bundled"
+    assert settings.batch.size == 256
+
+
+def test_nested_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EMBEDQ_BATCH__SIZE", "64")
+    monkeypatch.setenv("EMBEDQ_MILVUS__COLLECTION", "docs")
+    monkeypatch.setenv("EMBEDQ_MODEL__SOURCE", "potion-base-8M")
+    settings = load_settings()
+    assert settings.batch.size == 64
+    assert settings.milvus.collection == "docs"
+    assert settings.model.hub_id == "minishlab/potion-base-8M"
+
+
+def test_dotenv_file_is_read(tmp_path: object) -> None:
+    with open(".env", "w") as handle:  # the autouse fixture chdirs into tmp_path
+        handle.write("EMBEDQ_BATCH__SIZE=7\n")
+    assert load_settings().batch.size == 7
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "fragment"),
+    [
+        ("EMBEDQ_REDIS__URL", "http://localhost:6379", "redis://"),
+        ("EMBEDQ_REDIS__URL", "redis://", "no host"),
+        ("EMBEDQ_REDIS__URL", "redis://h:99999/0", "port"),
+        ("EMBEDQ_MILVUS__URI", "localhost:19530", "http://HOST:19530"),
+        ("EMBEDQ_MILVUS__COLLECTION", "1bad-name", "letter or _"),
+        ("EMBEDQ_BATCH__SIZE", "-1", "greater than or equal to 1"),
+        ("EMBEDQ_BATCH__SIZE", "lots", "valid integer"),
+        ("EMBEDQ_BATCH__OVERLONG", "shorten", "'reject' or 'truncate'"),
+        ("EMBEDQ_MODEL__SOURCE", "potion-base-9M", "unknown model"),
+        ("EMBEDQ_MODEL__NAME", "has space", "valid model name"),
+        ("EMBEDQ_WORKER__VISIBILITY_TIMEOUT", "200", "must exceed EMBEDQ_WORKER__TIME_LIMIT"),
+        ("EMBEDQ_WORKER__SOFT_TIME_LIMIT", "400", "below EMBEDQ_WORKER__TIME_LIMIT"),
+    ],
+)
+def test_invalid_values_name_the_variable_and_the_fix(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, fragment: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    message = str(info.value)
+    assert variable in message
+    assert fragment in message
+
+
+def test_config_error_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="EMBEDQ_BATCH__SIZE"):
+        load_settings(batch={"size": 0})
+
+
+def test_password_in_redis_url_is_moved_out_and_never_shown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("EMBEDQ_REDIS__URL", "redis://app:s3cr%40t@redis.internal:6380/2")
+    settings = load_settings()
+    assert "s3cr" not in settings.redis.url
+    assert "s3cr" not in repr(settings)
+    assert "s3cr" not in str(settings.model_dump())
+    assert settings.redis.connection_url() == "redis://app:s3cr%40t@redis.internal:6380/2"
+
+
+def test_bad_secret_value_is_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EMBEDQ_REDIS__URL", "ftp://user:hunter2@host/0")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert "hunter2" not in str(info.value)
+
+
+def test_known_models_are_the_five_potion_models() -> None:
+    assert set(KNOWN_MODELS.values()) == {
+        "minishlab/potion-base-8M",
+        "minishlab/potion-base-4M",
+        "minishlab/potion-base-2M",
+        "minishlab/potion-base-32M",
+        "minishlab/potion-retrieval-32M",
+    }
+    for alias in KNOWN_MODELS:
+        assert Settings(model={"source": alias}).model.hub_id == KNOWN_MODELS[alias]  # type: ignore[arg-type]
+
+
+def test_local_path_is_never_taken_for_a_hub_id() -> None:
+    model = load_settings(model={"source": "./no/such/folder"}).model
+    assert model.hub_id is None
