@@ -35,7 +35,7 @@ __all__ = [
     "search_queue",
 ]
 
-CONTRACT_VERSION = 1
+CONTRACT_VERSION: Literal[1] = 1
 TASK_EMBED = "embedq.embed_batch"
 TASK_SEARCH = "embedq.search"
 

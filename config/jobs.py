@@ -22,18 +22,18 @@ _MAX_ERRORS = 100
 
 # KEYS: job hash, done set, failed hash, errors list
 # ARGV: batch, stored, rejected, ttl, error lines...
-_DONE = """
+_DONE = f"""
 local added = redis.call('SADD', KEYS[2], ARGV[1])
 if added == 1 then
   redis.call('HINCRBY', KEYS[1], 'texts_stored', ARGV[2])
   redis.call('HINCRBY', KEYS[1], 'texts_rejected', ARGV[3])
   redis.call('HDEL', KEYS[3], ARGV[1])
   for i = 5, #ARGV do redis.call('RPUSH', KEYS[4], ARGV[i]) end
-  redis.call('LTRIM', KEYS[4], 0, %d)
+  redis.call('LTRIM', KEYS[4], 0, {_MAX_ERRORS - 1})
 end
 for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ARGV[4]) end
 return added
-""" % (_MAX_ERRORS - 1)
+"""
 
 # KEYS: job hash, done set, failed hash; ARGV: batch, reason, ttl
 _FAILED = """

@@ -13,10 +13,12 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Never
 
 from config.contract import embed_queue, search_queue
 from config.errors import (
     BrokerUnavailableError,
+    ConfigError,
     EmbedqError,
     InvalidInputError,
     JobFailedError,
@@ -27,6 +29,9 @@ from config.settings import Settings, load_settings
 from producer.job import Job
 from producer.producer import EmbeddingProducer, Record
 from producer.readers import Format, check_record, detect_format, read_records
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 __all__ = ["main"]
 
@@ -40,11 +45,15 @@ def _parser() -> argparse.ArgumentParser:
     ingest = sub.add_parser("ingest", help="queue the texts of a JSONL, CSV or text file")
     ingest.add_argument("file", type=Path)
     ingest.add_argument("--format", choices=["auto", "jsonl", "csv", "text"], default="auto")
-    ingest.add_argument("--collection", help="Milvus collection (default EMBEDQ_MILVUS__COLLECTION)")
+    ingest.add_argument(
+        "--collection", help="Milvus collection (default EMBEDQ_MILVUS__COLLECTION)"
+    )
     ingest.add_argument("--text-field", default="text", help="JSONL/CSV field holding the text")
     ingest.add_argument("--id-field", default="id", help="field holding the id (optional)")
     ingest.add_argument("--metadata-field", default="metadata", help="field holding metadata")
-    ingest.add_argument("--skip-invalid", action="store_true", help="report bad lines, queue the rest")
+    ingest.add_argument(
+        "--skip-invalid", action="store_true", help="report bad lines, queue the rest"
+    )
     ingest.add_argument("--wait", action="store_true", help="wait until every text is stored")
     ingest.add_argument("--timeout", type=float, default=None, help="seconds --wait waits")
     ingest.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -63,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     worker = sub.add_parser(
         "worker", help="run a Celery worker (extra arguments go to `celery worker`)"
     )
-    worker.add_argument("celery_args", nargs=argparse.REMAINDER)
+    worker.add_argument("celery_args", nargs="*", help="e.g. --concurrency 4 -n node1@%%h")
 
     standalone = sub.add_parser(
         "standalone", help="run Redis, a Milvus Lite server and workers on this machine"
@@ -74,12 +83,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `embedq worker ...` passes every later argument to Celery untouched (argparse would try
+    # to read options such as --concurrency itself).
+    is_worker = bool(argv) and argv[0] == "worker" and not {"-h", "--help"} & set(argv[1:2])
+    args = None if is_worker else _parser().parse_args(argv)
     try:
         settings = load_settings()
+        if args is None:
+            return run_worker(settings, argv[1:])
         command = args.command
-        if command == "worker":
-            return run_worker(settings, args.celery_args)
         if command == "standalone":
             from worker.standalone import run_standalone
 
@@ -90,14 +103,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             if command == "search":
                 return search(producer, args)
             return status(producer, args)
-    except InvalidInputError as exc:
+    except (InvalidInputError, ConfigError, JobNotFoundError) as exc:
         return _fail(exc, EXIT_INPUT)
     except BrokerUnavailableError as exc:
         return _fail(exc, EXIT_UNAVAILABLE)
     except JobTimeoutError as exc:
         return _fail(exc, EXIT_TIMEOUT)
-    except JobNotFoundError as exc:
-        return _fail(exc, EXIT_INPUT)
     except EmbedqError as exc:
         return _fail(exc, EXIT_FAILED)
     except KeyboardInterrupt:
@@ -184,7 +195,7 @@ def _wait(job: Job, total: int, timeout: float | None, quiet: bool) -> int:
     return 0
 
 
-def _bar(total: int, unit: str, quiet: bool) -> "tqdm[None]":  # noqa: UP037 - tqdm is generic in stubs only
+def _bar(total: int, unit: str, quiet: bool) -> tqdm[Never]:
     from tqdm import tqdm
 
     return tqdm(total=total, unit=" texts", desc=unit, disable=quiet, file=sys.stderr)
@@ -237,11 +248,13 @@ def run_worker(settings: Settings, celery_args: Sequence[str]) -> int:
     if not any(a in ("-Q", "--queues") or a.startswith("--queues=") for a in extra):
         name = settings.model.name
         argv += ["-Q", f"{embed_queue(name)},{search_queue(name)}"]
-    if settings.worker.concurrency and not any(a.startswith(("-c", "--concurrency")) for a in extra):
+    if settings.worker.concurrency and not any(
+        a.startswith(("-c", "--concurrency")) for a in extra
+    ):
         argv += ["--concurrency", str(settings.worker.concurrency)]
     argv += extra
     sys.stdout.flush()
-    os.execvp(sys.executable, [sys.executable, "-m", *argv])
+    os.execvp(sys.executable, [sys.executable, "-m", *argv])  # noqa: S606 - fixed argv, no shell
     return 0  # pragma: no cover - execvp does not return
 
 

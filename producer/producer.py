@@ -134,7 +134,11 @@ class EmbeddingProducer:
             records.append((text, key, meta or None))
         if problems:
             shown = "\n  ".join(problems[:_MAX_REPORTED])
-            more = f"\n  ... and {len(problems) - _MAX_REPORTED} more" if len(problems) > _MAX_REPORTED else ""
+            more = (
+                f"\n  ... and {len(problems) - _MAX_REPORTED} more"
+                if len(problems) > _MAX_REPORTED
+                else ""
+            )
             raise InvalidInputError(
                 f"{len(problems)} of {len(texts)} items are invalid; nothing was queued:\n  "
                 f"{shown}{more}"
@@ -229,7 +233,7 @@ class EmbeddingProducer:
         wait = timeout if timeout is not None else self.settings.jobs.search_timeout
         try:
             result = self._app.send_task(
-                TASK_SEARCH, kwargs={"query": message}, queue=search_queue(message["model"])
+                TASK_SEARCH, kwargs={"query": message}, queue=search_queue(self.settings.model.name)
             )
             payload = result.get(timeout=wait)
             result.forget()

@@ -100,17 +100,19 @@ def test_collection_of_another_model_is_refused_with_both_names() -> None:
     store = InMemoryStore()
     embed_batch(message(texts=["a"]), HashEncoder(), store, LIMITS)
     bigger = HashEncoder(dim=16)
-    with pytest.raises(ModelMismatchError, match="dim 8.*dim 16"):
+    with pytest.raises(ModelMismatchError, match=r"dim 8.*dim 16"):
         embed_batch(message(texts=["b"]), bigger, store, LIMITS)
     assert store.count("c") == 1
 
 
 def test_search_returns_the_stored_text_first() -> None:
     encoder, store = HashEncoder(), InMemoryStore()
-    embed_batch(message(texts=["alpha", "beta", "gamma"], ids=["a", "b", "g"]), encoder, store, LIMITS)
+    embed_batch(
+        message(texts=["alpha", "beta", "gamma"], ids=["a", "b", "g"]), encoder, store, LIMITS
+    )
     query = SearchMessage(query="beta", k=2, collection="c", model="fake")
     hits = search(query, encoder, store)
-    assert [hit.id for hit in hits][0] == "b"
+    assert next(hit.id for hit in hits) == "b"
     assert hits[0].text == "beta" and hits[0].score == pytest.approx(1.0, abs=1e-5)
     assert len(hits) == 2
 
@@ -130,6 +132,8 @@ def test_text_the_model_cannot_represent_is_rejected_not_stored_as_zeros() -> No
             return vectors
 
     store = InMemoryStore()
-    outcome = embed_batch(message(texts=["ok", "🙂"], ids=["a", "b"]), ZeroForUnknown(), store, LIMITS)
+    outcome = embed_batch(
+        message(texts=["ok", "🙂"], ids=["a", "b"]), ZeroForUnknown(), store, LIMITS
+    )
     assert outcome.stored == 1 and "zero vector" in outcome.rejected[1]
     assert list(store.rows["c"]) == ["a"]

@@ -67,17 +67,21 @@ def test_unicode_text_passes_untouched() -> None:
     assert check_text("Dvořák in São Paulo, 37 °C", LIMITS) == "Dvořák in São Paulo, 37 °C"
 
 
-@pytest.mark.parametrize(
-    ("value", "expected"), [("abc", "abc"), (7, "7"), ("ü-1", "ü-1")]
-)
+@pytest.mark.parametrize(("value", "expected"), [("abc", "abc"), (7, "7"), ("ü-1", "ü-1")])
 def test_ids_are_strings_or_ints(value: Any, expected: str) -> None:
     assert check_id(value, LIMITS) == expected
 
 
 @pytest.mark.parametrize(
     ("value", "fragment"),
-    [(1.5, "str or an int"), (None, "str or an int"), (True, "str or an int"),
-     ("", "1 to 16"), ("x" * 17, "1 to 16"), (["a"], "str or an int")],
+    [
+        (1.5, "str or an int"),
+        (None, "str or an int"),
+        (True, "str or an int"),
+        ("", "1 to 16"),
+        ("x" * 17, "1 to 16"),
+        (["a"], "str or an int"),
+    ],
 )
 def test_bad_ids_are_rejected(value: Any, fragment: str) -> None:
     with pytest.raises(InvalidInputError, match=fragment):

@@ -21,7 +21,9 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tokenizer = Tokenizer.from_file(str(BUNDLED_MODEL_PATH / "tokenizer.json"))
     vectors = np.random.default_rng(0).standard_normal((tokenizer.get_vocab_size(), 8))
     folder = tmp_path_factory.mktemp("tiny")
-    StaticModel(vectors=vectors.astype(np.float32), tokenizer=tokenizer, normalize=True).save_pretrained(folder)
+    StaticModel(
+        vectors=vectors.astype(np.float32), tokenizer=tokenizer, normalize=True
+    ).save_pretrained(folder)
     return folder
 
 
@@ -55,7 +57,10 @@ def test_bundled_model_is_the_default_and_loads_offline(monkeypatch: pytest.Monk
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     encoder = Model2VecEncoder.from_settings(ModelSettings())
     assert encoder.info.dim == 256
-    close, far = encoder.encode(["The cat sat on the mat.", "A kitten rested on the rug."]), encoder.encode(["Quarterly tax filing deadline"])
+    close, far = (
+        encoder.encode(["The cat sat on the mat.", "A kitten rested on the rug."]),
+        encoder.encode(["Quarterly tax filing deadline"]),
+    )
     assert float(close[0] @ close[1]) > float(close[0] @ far[0])
 
 
@@ -70,7 +75,7 @@ def test_bundled_model_files_are_sanitised() -> None:
 
 def test_missing_local_folder_is_a_config_error_not_a_download(tmp_path: Path) -> None:
     settings = ModelSettings(source=str(tmp_path / "nope"))
-    with pytest.raises(ConfigError, match="EMBEDQ_MODEL__SOURCE.*does not exist"):
+    with pytest.raises(ConfigError, match=r"EMBEDQ_MODEL__SOURCE.*does not exist"):
         resolve_source(settings)
 
 

@@ -62,9 +62,9 @@ def test_a_second_process_sees_the_binding(milvus_server: str) -> None:
     first = MilvusStore(MilvusSettings(uri=milvus_server))
     first.prepare(name, MODEL)
     other = MilvusStore(MilvusSettings(uri=milvus_server))
-    with pytest.raises(ModelMismatchError, match="'m'.*'other'"):
+    with pytest.raises(ModelMismatchError, match=r"'m'.*'other'"):
         other.prepare(name, ModelInfo(name="other", source="x", dim=4, revision="r9"))
-    with pytest.raises(ModelMismatchError, match="dim 4.*dim 8"):
+    with pytest.raises(ModelMismatchError, match=r"dim 4.*dim 8"):
         other.prepare(name, ModelInfo(name="m", source="x", dim=8, revision="r1"))
 
 
@@ -77,7 +77,7 @@ def test_unreachable_milvus_is_a_transient_error() -> None:
     from tests.conftest import free_port
 
     store = MilvusStore(MilvusSettings(uri=f"http://127.0.0.1:{free_port()}", timeout=2))
-    with pytest.raises(StoreUnavailableError, match="Milvus at http://127.0.0.1"):
+    with pytest.raises(StoreUnavailableError, match=r"Milvus at http://127\.0\.0\.1"):
         store.prepare("c", MODEL)
 
 

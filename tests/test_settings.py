@@ -93,7 +93,7 @@ def test_known_models_are_the_five_potion_models() -> None:
         "minishlab/potion-retrieval-32M",
     }
     for alias in KNOWN_MODELS:
-        assert Settings(model={"source": alias}).model.hub_id == KNOWN_MODELS[alias]  # type: ignore[arg-type]
+        assert Settings(model={"source": alias}).model.hub_id == KNOWN_MODELS[alias]
 
 
 def test_local_path_is_never_taken_for_a_hub_id() -> None:

@@ -23,25 +23,22 @@ def create_app(settings: Settings) -> Celery:
     app.conf.worker_concurrency = settings.worker.concurrency
     register_tasks(app, settings)
 
-    # weak=False: the receivers are closures and must live as long as the app.
-    @signals.worker_process_init.connect(weak=False)
     def open_resources(**_: Any) -> None:
         # Each prefork child loads its own copy of the model, after the fork.
         runtime.open_runtime(settings)
 
-    @signals.worker_process_shutdown.connect(weak=False)
     def close_resources(**_: Any) -> None:
         runtime.close()
 
-    @signals.worker_shutdown.connect(weak=False)
-    def close_main(**_: Any) -> None:
-        runtime.close()
-
-    @signals.task_failure.connect(weak=False)
     def on_failure(
         sender: Any = None, exception: object = None, kwargs: Any = None, **_: Any
     ) -> None:
         name = getattr(sender, "name", "")
         record_failure(settings, str(name), dict(kwargs or {}), exception)
 
+    # weak=False: the receivers are closures and must live as long as the app.
+    signals.worker_process_init.connect(open_resources, weak=False)
+    signals.worker_process_shutdown.connect(close_resources, weak=False)
+    signals.worker_shutdown.connect(close_resources, weak=False)
+    signals.task_failure.connect(on_failure, weak=False)
     return app

@@ -8,6 +8,7 @@ task retries with backoff.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -90,10 +91,9 @@ class MilvusStore:
             client, self._client = self._client, None
             self._prepared.clear()
         if client is not None:
-            try:
+            # Closing a broken client may fail; there is nothing more to do with it.
+            with contextlib.suppress(Exception):
                 client.close()
-            except Exception:  # noqa: S110 - closing a broken client may fail; nothing to do
-                pass
 
     def close(self) -> None:
         self._reset()
@@ -115,8 +115,11 @@ class MilvusStore:
                 # Another worker may have created it at the same moment: use theirs if so.
                 if not client.has_collection(collection):
                     raise
-        recorded = self._binding(client, collection)
-        check_binding(collection, recorded, model)
+        self._check_and_load(client, collection, model)
+
+    def _check_and_load(self, client: Any, collection: str, model: ModelInfo) -> None:
+        check_binding(collection, self._binding(client, collection), model)
+        # A collection is released after a server restart; searching it needs it loaded.
         state = client.get_load_state(collection).get("state")
         if "Loaded" not in str(state):
             client.load_collection(collection)
@@ -190,7 +193,8 @@ class MilvusStore:
                     f"collection {collection!r} does not exist; ingest some texts first"
                 )
             if collection not in self._prepared:
-                check_binding(collection, self._binding(client, collection), model)
+                self._check_and_load(client, collection, model)
+                self._prepared[collection] = model
             results = client.search(
                 collection,
                 data=[vector.reshape(-1)],
@@ -211,7 +215,12 @@ class MilvusStore:
                 for hit in results[0]
             ]
 
-        return self._call("search", run)
+        try:
+            return self._call("search", run)
+        except StoreUnavailableError:
+            # A restarted server drops loaded state behind a live channel; the failed call
+            # reset the client, so one more try reconnects and reloads.
+            return self._call("search", run)
 
     def count(self, collection: str) -> int:
         def run(client: Any) -> int:

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 import redis
-from celery import Celery, Task
+from celery import Celery
 from celery.exceptions import SoftTimeLimitExceeded
 from pydantic import ValidationError
 
@@ -39,19 +39,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
     """Define embedq's tasks on ``app`` with retry policy taken from ``settings``."""
     worker = settings.worker
 
-    @app.task(
-        name=TASK_EMBED,
-        bind=True,
-        ignore_result=True,
-        # Only failures that may pass are retried: a bad message fails the same way each time.
-        autoretry_for=(TransientError, SoftTimeLimitExceeded),
-        dont_autoretry_for=(InvalidMessageError,),
-        max_retries=worker.max_retries,
-        retry_backoff=True,
-        retry_backoff_max=worker.retry_backoff_max,
-        retry_jitter=True,
-    )
-    def embed_batch_task(self: Task[Any, Any], batch: dict[str, Any]) -> None:
+    def embed_batch_task(batch: dict[str, Any]) -> None:
         started = time.perf_counter()
         message = _parse_batch(batch)
         rt = runtime.current(settings)
@@ -78,8 +66,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
             "partial" if outcome.rejected else "ok",
         )
 
-    @app.task(name=TASK_SEARCH, bind=True, acks_late=False)
-    def search_task(self: Task[Any, Any], query: dict[str, Any]) -> dict[str, Any]:
+    def search_task(query: dict[str, Any]) -> dict[str, Any]:
         # Errors travel back as data: the producer never has to unpickle or import them.
         try:
             message = SearchMessage.model_validate(query)
@@ -92,7 +79,19 @@ def register_tasks(app: Celery, settings: Settings) -> None:
             return {"error": str(exc)}
         return {"hits": [hit.model_dump() for hit in hits]}
 
-    del embed_batch_task, search_task
+    app.task(
+        name=TASK_EMBED,
+        ignore_result=True,
+        # Only failures that may pass are retried: a bad message fails the same way each time.
+        autoretry_for=(TransientError, SoftTimeLimitExceeded),
+        dont_autoretry_for=(InvalidMessageError,),
+        max_retries=worker.max_retries,
+        retry_backoff=True,
+        retry_backoff_max=worker.retry_backoff_max,
+        retry_jitter=True,
+    )(embed_batch_task)
+    # A search is answered now or not at all: no late ack, no redelivery to a second worker.
+    app.task(name=TASK_SEARCH, acks_late=False)(search_task)
 
 
 def record_failure(settings: Settings, task_name: str, kwargs: dict[str, Any], exc: object) -> None:

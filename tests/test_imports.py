@@ -1,0 +1,41 @@
+"""The producer stays light: application code that imports it never loads the model library or
+the Milvus client."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+HEAVY = ("model2vec", "pymilvus", "milvus_lite", "torch", "tokenizers", "safetensors")
+
+
+def test_fresh_interpreter_importing_producer_loads_no_model_or_store_library() -> None:
+    code = (
+        "import json, sys\n"
+        "import producer, producer.cli, config\n"
+        "from producer import EmbeddingProducer\n"
+        "EmbeddingProducer().close()\n"
+        f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert json.loads(result.stdout) == []
+
+
+def test_worker_package_exposes_the_celery_app_without_loading_the_model() -> None:
+    code = (
+        "import json, sys\n"
+        "import worker\n"
+        "assert worker.app.main == 'worker'\n"
+        "assert 'embedq.embed_batch' in worker.app.tasks\n"
+        "from worker import runtime\n"
+        "print(json.dumps(runtime._runtime is None))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert json.loads(result.stdout) is True
