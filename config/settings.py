@@ -254,10 +254,9 @@ class WorkerSettings(BaseModel):
         ge=60,
         description="Redis redelivers an unacknowledged task after this (s); > limit + backoff",
     )
-    max_message_bytes: int = Field(
-        8 * 1024 * 1024, ge=1024, description="largest queue message a worker accepts"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="worker log level"
     )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @model_validator(mode="after")
     def _check_limits(self) -> WorkerSettings:

@@ -1,0 +1,56 @@
+"""Print the README's settings table from the settings models (`--write` updates README.md).
+
+The README test compares its table with this output, so the documented variables and defaults
+cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from config.settings import ENV_PREFIX, Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+START, END = "<!-- settings:start -->", "<!-- settings:end -->"
+
+
+def _default(value: object) -> str:
+    if value is None:
+        return "unset"
+    text = str(value)
+    home = str(Path.home())
+    if text.startswith(home):
+        text = "~" + text[len(home) :]
+    return f"`{text}`" if text != "" else '`""`'
+
+
+def table() -> str:
+    lines = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for group, field in Settings.model_fields.items():
+        model = field.annotation
+        assert isinstance(model, type)
+        assert issubclass(model, BaseModel)
+        instance = model()
+        for name, sub in model.model_fields.items():
+            variable = f"{ENV_PREFIX}{group.upper()}__{name.upper()}"
+            default = _default(getattr(instance, name))
+            meaning = (sub.description or "").replace("|", "\\|")
+            lines.append(f"| `{variable}` | {default} | {meaning} |")
+    return "\n".join(lines)
+
+
+def readme_with_table(readme: str) -> str:
+    head, _, rest = readme.partition(START)
+    _, _, tail = rest.partition(END)
+    return f"{head}{START}\n{table()}\n{END}{tail}"
+
+
+if __name__ == "__main__":
+    if "--write" in sys.argv:
+        path = ROOT / "README.md"
+        path.write_text(readme_with_table(path.read_text()))
+    else:
+        print(table())
