@@ -149,3 +149,11 @@ def test_embedq_worker_is_the_celery_worker_with_embedq_queues(
         assert replies, log
     finally:
         assert service.stop(timeout=60) == 0
+
+
+def test_console_script_is_installed() -> None:
+    script = Path(sys.executable).parent / "embedq"
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=False)
+    assert result.returncode == 0
+    for command in ("ingest", "search", "status", "worker", "standalone"):
+        assert command in result.stdout

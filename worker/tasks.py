@@ -81,6 +81,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
 
     app.task(
         name=TASK_EMBED,
+        shared=False,
         ignore_result=True,
         # Only failures that may pass are retried: a bad message fails the same way each time.
         autoretry_for=(TransientError, SoftTimeLimitExceeded),
@@ -91,7 +92,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         retry_jitter=True,
     )(embed_batch_task)
     # A search is answered now or not at all: no late ack, no redelivery to a second worker.
-    app.task(name=TASK_SEARCH, acks_late=False)(search_task)
+    app.task(name=TASK_SEARCH, acks_late=False, shared=False)(search_task)
 
 
 def record_failure(settings: Settings, task_name: str, kwargs: dict[str, Any], exc: object) -> None:
