@@ -42,6 +42,9 @@ TASK_SEARCH = "embedq.search"
 #: Milvus stores text in a VARCHAR field whose limit is counted in UTF-8 bytes.
 MAX_TEXT_BYTES = 65_535
 
+#: The most items one queue message may carry (EMBEDQ_BATCH__SIZE is capped at this too).
+MAX_BATCH_TEXTS = 10_000
+
 _COLLECTION = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 
 
@@ -161,7 +164,7 @@ class BatchMessage(BaseModel):
     batch: int = Field(ge=0)
     collection: str
     model: str = Field(min_length=1, max_length=64)
-    texts: list[Any] = Field(min_length=1)
+    texts: list[Any] = Field(min_length=1, max_length=MAX_BATCH_TEXTS)
     ids: list[Any] | None = None
     metadata: list[Any] | None = None
 

@@ -251,8 +251,14 @@ class WorkerSettings(BaseModel):
     retry_backoff_max: int = Field(120, ge=1, description="longest wait between retries (s)")
     visibility_timeout: int = Field(
         3600,
-        ge=60,
+        ge=10,
         description="Redis redelivers an unacknowledged task after this (s); > limit + backoff",
+    )
+    max_message_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=64 * 1024,
+        le=512 * 1024 * 1024,
+        description="larger queue messages are dead-lettered unread",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="worker log level"
@@ -282,6 +288,9 @@ class JobSettings(BaseModel):
 
     ttl_seconds: int = Field(7 * 24 * 3600, ge=60, description="progress records expire after")
     search_timeout: float = Field(30.0, gt=0, description="seconds a search waits for a worker")
+    max_dead_letters: int = Field(
+        100_000, ge=100, description="dead letters kept; the oldest are dropped beyond this"
+    )
 
 
 class StandaloneSettings(BaseModel):

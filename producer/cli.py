@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Never
 
 from config.contract import embed_queue, search_queue
+from config.deadletters import DeadLetter
 from config.errors import (
     BrokerUnavailableError,
     ConfigError,
@@ -69,6 +70,28 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("job_id")
     status.add_argument("--json", action="store_true")
 
+    dead = sub.add_parser(
+        "dead-letters", help="messages that could not be stored: list, show, requeue"
+    )
+    dead_sub = dead.add_subparsers(dest="action", required=True)
+    listing = dead_sub.add_parser("list", help="newest first")
+    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--json", action="store_true")
+    show = dead_sub.add_parser("show", help="one record: why, when, and the message")
+    show.add_argument("letter_id")
+    show.add_argument(
+        "--body", action="store_true", help="print only the body, to edit and requeue"
+    )
+    requeue = dead_sub.add_parser("requeue", help="queue the items again (after fixing them)")
+    requeue.add_argument("letter_id")
+    requeue.add_argument(
+        "--body", type=Path, help="JSON file with the fixed body (from show --body)"
+    )
+    requeue.add_argument("--wait", action="store_true")
+    requeue.add_argument("--timeout", type=float, default=None)
+    drop = dead_sub.add_parser("drop", help="delete a record")
+    drop.add_argument("letter_id")
+
     worker = sub.add_parser(
         "worker", help="run a Celery worker (extra arguments go to `celery worker`)"
     )
@@ -102,6 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return ingest(producer, args)
             if command == "search":
                 return search(producer, args)
+            if command == "dead-letters":
+                return dead_letters(producer, args)
             return status(producer, args)
     except (InvalidInputError, ConfigError, JobNotFoundError) as exc:
         return _fail(exc, EXIT_INPUT)
@@ -239,6 +264,66 @@ def status(producer: EmbeddingProducer, args: argparse.Namespace) -> int:
         for line in state.errors:
             print(f"  {line}")
     return 0 if not state.finished or state.ok else EXIT_FAILED
+
+
+def dead_letters(producer: EmbeddingProducer, args: argparse.Namespace) -> int:
+    store = producer.dead_letters
+    if args.action == "list":
+        letters = store.list(args.limit)
+        if args.json:
+            print(json.dumps([_letter_summary(letter) for letter in letters], ensure_ascii=False))
+            return 0
+        print(f"{store.count()} dead letters" + (f", newest {len(letters)}:" if letters else ""))
+        for letter in letters:
+            where = f" job {letter.job_id} batch {letter.batch}" if letter.job_id else ""
+            print(
+                f"{letter.id}  {letter.when_iso()}  {letter.kind:<15}{where}  {letter.reason[:120]}"
+            )
+        return 0
+    if args.action == "requeue":
+        body = None
+        if args.body is not None:
+            try:
+                body = json.loads(args.body.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise InvalidInputError(f"{args.body}: not a readable JSON file ({exc})") from None
+        job = producer.requeue(args.letter_id, body)
+        print(f"requeued as job {job.id}", file=sys.stderr)
+        print(job.id)
+        if args.wait:
+            job.wait(timeout=args.timeout)
+            print(job.status().summary(), file=sys.stderr)
+        return 0
+    found = store.get(args.letter_id)
+    if found is None:
+        raise JobNotFoundError(
+            f"no dead letter {args.letter_id!r} (see `embedq dead-letters list`)"
+        )
+    if args.action == "drop":
+        store.remove(found.id)
+        print(f"dropped {found.id}")
+        return 0
+    if args.body:
+        print(json.dumps(found.body, ensure_ascii=False, indent=2))
+        return 0
+    record = _letter_summary(found) | {"body": found.body, "raw_base64": found.raw}
+    print(json.dumps(record, ensure_ascii=False, indent=2))
+    return 0
+
+
+def _letter_summary(letter: DeadLetter) -> dict[str, object]:
+    return {
+        "id": letter.id,
+        "kind": letter.kind,
+        "when": letter.when_iso(),
+        "reason": letter.reason,
+        "task": letter.task,
+        "queue": letter.queue,
+        "job_id": letter.job_id,
+        "batch": letter.batch,
+        "size": letter.size,
+        "requeueable": letter.requeueable,
+    }
 
 
 def run_worker(settings: Settings, celery_args: Sequence[str]) -> int:

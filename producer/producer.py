@@ -27,7 +27,14 @@ from config.contract import (
     embed_queue,
     search_queue,
 )
-from config.errors import BrokerUnavailableError, InvalidInputError, JobTimeoutError, SearchError
+from config.deadletters import DeadLetters
+from config.errors import (
+    BrokerUnavailableError,
+    InvalidInputError,
+    JobNotFoundError,
+    JobTimeoutError,
+    SearchError,
+)
 from config.jobs import JobTracker
 from config.settings import Settings, load_settings
 from producer.job import Job
@@ -201,6 +208,36 @@ class EmbeddingProducer:
             producer=publisher,
             ignore_result=True,
         )
+
+    # -- dead letters -----------------------------------------------------------------------
+
+    @property
+    def dead_letters(self) -> DeadLetters:
+        """The dead-letter store (list, get, remove)."""
+        return DeadLetters(self._redis, self.settings.jobs.max_dead_letters)
+
+    def requeue(self, letter_id: str, body: dict[str, Any] | None = None) -> Job:
+        """Queue a dead letter's items again as a new job, after fixing them.
+
+        ``body`` replaces the stored batch (``texts``, optional ``ids`` and ``metadata``, and
+        ``collection``); without it the stored one is sent as it is (right after an outage, say).
+        Every item is checked first; the dead letter is removed once the new job is queued.
+        """
+        letter = self.dead_letters.get(letter_id)
+        if letter is None:
+            raise JobNotFoundError(f"no dead letter {letter_id!r} (see `embedq dead-letters list`)")
+        source = body if body is not None else letter.body
+        if not isinstance(source, dict) or not isinstance(source.get("texts"), list):
+            raise InvalidInputError(
+                f"dead letter {letter_id} holds no batch to requeue ({letter.kind}: "
+                f"{letter.reason[:200]}); a message that was not JSON cannot be requeued, fix it "
+                "at its source"
+            )
+        records = self.validate(source["texts"], source.get("ids"), source.get("metadata"))
+        collection = source.get("collection")
+        job = self.submit_records(records, collection=collection if collection else None)
+        self.dead_letters.remove(letter_id)
+        return job
 
     def job(self, job_id: str) -> Job:
         """The handle of an earlier job, by id."""

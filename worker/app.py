@@ -10,6 +10,7 @@ from celery import Celery, signals
 from config.celeryconfig import make_celery
 from config.settings import Settings
 from worker import runtime
+from worker.consumer import guarded_consumer
 from worker.tasks import record_failure, register_tasks
 
 __all__ = ["create_app"]
@@ -21,6 +22,7 @@ def create_app(settings: Settings) -> Celery:
     """The Celery app of a worker: shared configuration, embedq's tasks, lifecycle hooks."""
     app = make_celery(settings, main="worker")
     app.conf.worker_concurrency = settings.worker.concurrency
+    app.conf.worker_consumer = guarded_consumer(settings)
     register_tasks(app, settings)
 
     def open_resources(**_: Any) -> None:

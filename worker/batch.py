@@ -35,6 +35,18 @@ class BatchOutcome:
     def error_lines(self, job_id: str, batch: int) -> list[str]:
         return [f"job {job_id} batch {batch} item {i}: {why}" for i, why in self.rejected.items()]
 
+    def rejected_message(self, message: BatchMessage) -> dict[str, Any]:
+        """A batch message of the rejected items only, as they arrived: what a dead letter
+        keeps so that they can be fixed and requeued."""
+        picks = sorted(self.rejected)
+        body: dict[str, Any] = message.model_dump(exclude={"ids", "metadata"})
+        body["texts"] = [message.texts[i] for i in picks]
+        if message.ids is not None:
+            body["ids"] = [message.ids[i] for i in picks]
+        if message.metadata is not None:
+            body["metadata"] = [message.metadata[i] for i in picks]
+        return body
+
 
 def _check_model(message_model: str, encoder: Encoder) -> None:
     if message_model != encoder.info.name:

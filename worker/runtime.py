@@ -13,14 +13,17 @@ import time
 from dataclasses import dataclass
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
+from config.deadletters import DeadLetters
 from config.jobs import JobTracker
 from config.settings import Settings
 from worker.encoder import Encoder, Model2VecEncoder
 from worker.milvus import MilvusStore
 from worker.store import VectorStore
 
-__all__ = ["Runtime", "close", "current", "open_runtime", "tracker"]
+__all__ = ["Runtime", "close", "current", "dead_letters", "open_runtime", "tracker"]
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +37,7 @@ class Runtime:
 
 _lock = threading.Lock()
 _runtime: Runtime | None = None
-_tracker: JobTracker | None = None
+_redis: redis.Redis | None = None
 
 
 def open_runtime(settings: Settings) -> Runtime:
@@ -58,26 +61,38 @@ def current(settings: Settings) -> Runtime:
     return _runtime if _runtime is not None else open_runtime(settings)
 
 
-def tracker(settings: Settings) -> JobTracker:
-    """The job-progress writer; needs only Redis, so the pool parent may use it too."""
-    global _tracker
+def _client(settings: Settings) -> redis.Redis:
+    """This process's Redis client for progress and dead letters. It rides out a short Redis
+    restart (about 30 s of retries) so that a batch already stored is not failed for it."""
+    global _redis
     with _lock:
-        if _tracker is None:
-            client = redis.Redis.from_url(
+        if _redis is None:
+            _redis = redis.Redis.from_url(
                 settings.redis.connection_url(),
                 socket_connect_timeout=5,
                 socket_timeout=30,
-                retry_on_timeout=True,
                 health_check_interval=30,
+                retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=20),
+                retry_on_error=[redis.ConnectionError, redis.TimeoutError],
             )
-            _tracker = JobTracker(client, settings.jobs.ttl_seconds)
-        return _tracker
+        return _redis
+
+
+def tracker(settings: Settings) -> JobTracker:
+    """The job-progress writer; needs only Redis, so the pool parent may use it too."""
+    return JobTracker(_client(settings), settings.jobs.ttl_seconds)
+
+
+def dead_letters(settings: Settings) -> DeadLetters:
+    return DeadLetters(_client(settings), settings.jobs.max_dead_letters)
 
 
 def close() -> None:
-    global _runtime, _tracker
+    global _runtime, _redis
     with _lock:
         if _runtime is not None:
             _runtime.store.close()
+        if _redis is not None:
+            _redis.close()
         _runtime = None
-        _tracker = None
+        _redis = None

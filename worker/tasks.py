@@ -45,7 +45,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         rt = runtime.current(settings)
         outcome = embed_batch(message, rt.encoder, rt.store, settings.batch)
         try:
-            runtime.tracker(settings).batch_done(
+            first = runtime.tracker(settings).batch_done(
                 message.job_id,
                 message.batch,
                 outcome.stored,
@@ -55,6 +55,16 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         except redis.RedisError as exc:
             # The rows are stored; a retry rewrites them (idempotent) and counts the batch.
             raise BrokerUnavailableError(f"could not record progress: {exc}") from exc
+        if outcome.rejected and first:  # a redelivered batch must not dead-letter twice
+            reasons = "; ".join(f"item {i}: {why}" for i, why in sorted(outcome.rejected.items()))
+            runtime.dead_letters(settings).add(
+                "rejected",
+                f"{len(outcome.rejected)} of {len(message.texts)} items rejected: {reasons}",
+                body=outcome.rejected_message(message),
+                task=TASK_EMBED,
+                job_id=message.job_id,
+                batch=message.batch,
+            )
         log.info(
             "job=%s batch=%d texts=%d stored=%d rejected=%d seconds=%.3f outcome=%s",
             message.job_id,
@@ -96,18 +106,24 @@ def register_tasks(app: Celery, settings: Settings) -> None:
 
 
 def record_failure(settings: Settings, task_name: str, kwargs: dict[str, Any], exc: object) -> None:
-    """Mark the batch of a task that failed for good, if the message says which it was."""
+    """A batch failed for good: keep it as a dead letter and mark it in its job's progress."""
     if task_name != TASK_EMBED:
         return
     raw = kwargs.get("batch")
-    if not isinstance(raw, dict):
-        return
-    job_id, index = raw.get("job_id"), raw.get("batch")
-    if not isinstance(job_id, str) or not isinstance(index, int) or not job_id:
-        return
+    job_id = raw.get("job_id") if isinstance(raw, dict) else None
+    index = raw.get("batch") if isinstance(raw, dict) else None
     reason = f"{type(exc).__name__}: {exc}"
     log.error("job=%s batch=%s outcome=failed reason=%s", job_id, index, reason)
     try:
-        runtime.tracker(settings).batch_failed(job_id[:64], index, reason)
+        runtime.dead_letters(settings).add(
+            "invalid-message" if isinstance(exc, InvalidMessageError) else "failed",
+            reason,
+            body=raw if raw is not None else kwargs,
+            task=task_name,
+            job_id=job_id if isinstance(job_id, str) else "",
+            batch=index if isinstance(index, int) else None,
+        )
+        if isinstance(job_id, str) and job_id and isinstance(index, int):
+            runtime.tracker(settings).batch_failed(job_id[:64], index, reason)
     except redis.RedisError:
         log.exception("could not record the failure of job %s batch %s", job_id, index)
