@@ -6,6 +6,7 @@ never connects to Milvus.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
@@ -33,9 +34,11 @@ from config.errors import (
     InvalidInputError,
     JobNotFoundError,
     JobTimeoutError,
+    ModelMismatchError,
     SearchError,
 )
 from config.jobs import JobTracker
+from config.registry import CollectionRegistry
 from config.settings import Settings, load_settings
 from producer.job import Job
 
@@ -155,12 +158,16 @@ class EmbeddingProducer:
     def submit_records(self, records: Iterable[Record], collection: str | None = None) -> Job:
         """Queue already-checked records (from :meth:`validate` or a file reader), streaming:
         memory stays flat however many records there are."""
-        name = check_collection(collection or self.settings.milvus.collection)
+        name = self._collection(collection)
         job = self.start_job(name)
         sent = texts = 0
+        # Half the worker's limit leaves room for the envelope and JSON escaping.
+        max_bytes = self.settings.worker.max_message_bytes // 2
         try:
             with self._app.producer_or_acquire() as publisher:
-                for index, chunk in enumerate(_batches(records, self.settings.batch.size)):
+                for index, chunk in enumerate(
+                    _batches(records, self.settings.batch.size, max_bytes)
+                ):
                     self._send(publisher, job.id, index, name, chunk)
                     sent, texts = sent + 1, texts + len(chunk)
             if sent == 0:
@@ -173,6 +180,26 @@ class EmbeddingProducer:
                 "queued. Submit the same texts again once Redis is back: ids make it idempotent"
             ) from exc
         return job
+
+    def _collection(self, collection: str | None) -> str:
+        """The checked collection name; refuses one built with another model."""
+        name = check_collection(
+            self.settings.milvus.collection if collection is None else collection
+        )
+        try:
+            recorded = CollectionRegistry(self._redis).get(name)
+        except redis.RedisError as exc:
+            raise BrokerUnavailableError(
+                f"Redis at {self.settings.redis.url} is unreachable ({exc}); nothing was queued"
+            ) from exc
+        model = self.settings.model.name
+        if recorded is not None and recorded.get("name") != model:
+            raise ModelMismatchError(
+                f"collection {name!r} was built with model {recorded.get('name')!r} (dim "
+                f"{recorded.get('dim')}) but this producer is set to model {model!r}; nothing "
+                "was queued. Use another collection, or set EMBEDQ_MODEL__NAME to its model"
+            )
+        return name
 
     def start_job(self, collection: str) -> Job:
         job = Job(uuid.uuid4().hex, self._tracker)
@@ -258,7 +285,9 @@ class EmbeddingProducer:
             raise InvalidInputError("query must be a non-empty str")
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 16_384:
             raise InvalidInputError(f"k must be an int from 1 to 16384, got {k!r}")
-        name = check_collection(collection or self.settings.milvus.collection)
+        name = check_collection(
+            self.settings.milvus.collection if collection is None else collection
+        )
         message = {
             "v": 1,
             "query": query,
@@ -289,12 +318,17 @@ class EmbeddingProducer:
         return [Hit.model_validate(hit) for hit in payload["hits"]]
 
 
-def _batches(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
+def _batches(records: Iterable[Record], size: int, max_bytes: int) -> Iterator[list[Record]]:
+    """Cut records into batches of at most ``size`` items and about ``max_bytes`` of JSON."""
     chunk: list[Record] = []
+    used = 0
     for record in records:
-        chunk.append(record)
-        if len(chunk) >= size:
+        text, key, meta = record
+        weight = len(text.encode()) + len(key or "") + (len(json.dumps(meta)) if meta else 0) + 16
+        if chunk and (len(chunk) >= size or used + weight > max_bytes):
             yield chunk
-            chunk = []
+            chunk, used = [], 0
+        chunk.append(record)
+        used += weight
     if chunk:
         yield chunk

@@ -126,8 +126,8 @@ def start_worker(servers: Servers) -> Iterator[WorkerFactory]:
 
     def start(concurrency: int = 2, node: str | None = None, **env: str) -> Service:
         name = node or unique("w")
-        settings = servers.settings()
-        queues = [embed_queue(settings.model.name), search_queue(settings.model.name)]
+        model = env.get("EMBEDQ_MODEL__NAME", servers.settings().model.name)
+        queues = [embed_queue(model), search_queue(model)]
         log = servers.logs / f"{name}.log"
         service = Service(
             name,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -18,12 +18,21 @@ from redis.retry import Retry
 
 from config.deadletters import DeadLetters
 from config.jobs import JobTracker
+from config.registry import CollectionRegistry
 from config.settings import Settings
 from worker.encoder import Encoder, Model2VecEncoder
 from worker.milvus import MilvusStore
 from worker.store import VectorStore
 
-__all__ = ["Runtime", "close", "current", "dead_letters", "open_runtime", "tracker"]
+__all__ = [
+    "Runtime",
+    "close",
+    "current",
+    "dead_letters",
+    "open_runtime",
+    "registry",
+    "tracker",
+]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +42,8 @@ class Runtime:
     settings: Settings
     encoder: Encoder
     store: VectorStore
+    #: Collections this process has announced in the Redis registry.
+    announced: set[str] = field(default_factory=set)
 
 
 _lock = threading.Lock()
@@ -81,6 +92,10 @@ def _client(settings: Settings) -> redis.Redis:
 def tracker(settings: Settings) -> JobTracker:
     """The job-progress writer; needs only Redis, so the pool parent may use it too."""
     return JobTracker(_client(settings), settings.jobs.ttl_seconds)
+
+
+def registry(settings: Settings) -> CollectionRegistry:
+    return CollectionRegistry(_client(settings))
 
 
 def dead_letters(settings: Settings) -> DeadLetters:

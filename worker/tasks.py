@@ -39,12 +39,23 @@ def register_tasks(app: Celery, settings: Settings) -> None:
     """Define embedq's tasks on ``app`` with retry policy taken from ``settings``."""
     worker = settings.worker
 
-    def embed_batch_task(batch: dict[str, Any]) -> None:
+    def embed_batch_task(batch: Any = None, *extra: Any, **unknown: Any) -> None:
+        # Anyone can queue a message: odd arguments are a bad message, not a TypeError.
+        if extra or unknown:
+            raise InvalidMessageError(
+                f"unexpected task arguments {list(unknown) or len(extra)}; pass batch= only"
+            )
         started = time.perf_counter()
         message = _parse_batch(batch)
         rt = runtime.current(settings)
         outcome = embed_batch(message, rt.encoder, rt.store, settings.batch)
         try:
+            if outcome.stored and message.collection not in rt.announced:
+                info = rt.encoder.info
+                runtime.registry(settings).record(
+                    message.collection, {"name": info.name, "dim": info.dim}
+                )
+                rt.announced.add(message.collection)
             first = runtime.tracker(settings).batch_done(
                 message.job_id,
                 message.batch,
@@ -76,7 +87,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
             "partial" if outcome.rejected else "ok",
         )
 
-    def search_task(query: dict[str, Any]) -> dict[str, Any]:
+    def search_task(query: Any = None, *extra: Any, **unknown: Any) -> dict[str, Any]:
         # Errors travel back as data: the producer never has to unpickle or import them.
         try:
             message = SearchMessage.model_validate(query)

@@ -1,0 +1,168 @@
+"""Bad input at the producer: rejected before anything is queued, with a message that says
+what is wrong and how to fix it. (Queue-side cases: test_queue_input.py; settings:
+test_settings.py.)"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from config.contract import embed_queue
+from config.errors import EmbedqError, InvalidInputError, ModelMismatchError
+from config.registry import CollectionRegistry
+from config.settings import Settings
+from producer import EmbeddingProducer
+from tests.conftest import unique
+
+pytestmark = pytest.mark.integration
+
+OK = ["a fine text", "another fine text"]
+
+# (case, submit keyword arguments, error fragment that says what is wrong / what to do)
+CASES: list[tuple[str, dict[str, Any], str]] = [
+    ("empty list", {"texts": []}, "texts is empty; pass at least one text"),
+    ("a str, not a list", {"texts": "one text"}, "wrap a single text in a list"),
+    ("bytes, not a list", {"texts": b"one text"}, "must be a list of str"),
+    ("None for texts", {"texts": None}, "must be a list of str"),
+    ("a dict for texts", {"texts": {"a": 1}}, "must be a list of str"),
+    ("a generator for texts", {"texts": (t for t in OK)}, "must be a list of str"),
+    ("empty text", {"texts": ["ok", ""]}, "item 1: text is empty"),
+    ("whitespace-only text", {"texts": [" \t\n", "ok"]}, "item 0: text is empty"),
+    ("None text", {"texts": ["ok", None]}, "item 1: text must be a str, got NoneType"),
+    ("int text", {"texts": [3]}, "text must be a str, got int; convert it with str()"),
+    ("bytes text", {"texts": [b"raw"]}, "text must be a str, got bytes"),
+    ("list text", {"texts": [["nested"]]}, "text must be a str, got list"),
+    ("lone surrogate", {"texts": ["bad \udcff byte"]}, "lone surrogate"),
+    ("NUL character", {"texts": ["a\x00b"]}, "NUL character"),
+    ("text over the limit", {"texts": ["x" * 16_001]}, "EMBEDQ_BATCH__OVERLONG=truncate"),
+    ("text over the limit, multi-byte", {"texts": ["€" * 16_001]}, "48003 bytes as UTF-8"),
+    ("fewer ids than texts", {"texts": OK, "ids": ["1"]}, "got 1 ids for 2 texts"),
+    ("more ids than texts", {"texts": OK, "ids": ["1", "2", "3"]}, "got 3 ids for 2 texts"),
+    ("ids as a str", {"texts": OK, "ids": "12"}, "ids must be a list"),
+    ("duplicate ids", {"texts": OK, "ids": ["x", "x"]}, "duplicate id 'x' (also at 0)"),
+    ("int and str id colliding", {"texts": OK, "ids": [1, "1"]}, "duplicate id '1'"),
+    ("float id", {"texts": OK, "ids": ["a", 1.5]}, "id must be a str or an int, got float"),
+    ("None id", {"texts": OK, "ids": ["a", None]}, "id must be a str or an int, got NoneType"),
+    ("bool id", {"texts": OK, "ids": [True, "b"]}, "got bool"),
+    ("empty id", {"texts": OK, "ids": ["", "b"]}, "id must have 1 to 256 characters"),
+    ("id too long", {"texts": OK, "ids": ["k" * 257, "b"]}, "use a shorter key"),
+    ("id with a lone surrogate", {"texts": OK, "ids": ["\ud800", "b"]}, "lone surrogate"),
+    ("fewer metadata than texts", {"texts": OK, "metadata": [{}]}, "got 1 metadata for 2"),
+    ("metadata as a dict", {"texts": OK, "metadata": {"a": 1}}, "metadata must be a list"),
+    ("metadata item a list", {"texts": OK, "metadata": [{}, [1]]}, "must be a dict"),
+    ("metadata item a str", {"texts": OK, "metadata": ["x", {}]}, "must be a dict"),
+    (
+        "metadata not JSON-serialisable",
+        {"texts": OK, "metadata": [{"at": datetime.datetime(2026, 1, 1)}, {}]},
+        "not JSON-serialisable",
+    ),
+    ("metadata with NaN", {"texts": OK, "metadata": [{"x": float("nan")}, {}]}, "JSON"),
+    ("metadata with tuple keys", {"texts": OK, "metadata": [{(1, 2): "v"}, {}]}, "JSON"),
+    ("metadata too large", {"texts": OK, "metadata": [{"b": "z" * 20_000}, {}]}, "over the limit"),
+    ("collection with a dash", {"texts": OK, "collection": "my-docs"}, "letter or _"),
+    ("collection starting with a digit", {"texts": OK, "collection": "1docs"}, "letter or _"),
+    ("collection name too long", {"texts": OK, "collection": "c" * 256}, "at most 255"),
+    ("empty collection name", {"texts": OK, "collection": ""}, "letter or _"),
+    ("collection not a str", {"texts": OK, "collection": 7}, "letter or _"),
+]
+
+
+@pytest.fixture
+def queue_length(redis_server: str, settings: Settings) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_server)
+    yield client
+    client.close()
+
+
+@pytest.mark.parametrize(("case", "kwargs", "fragment"), CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_refused_before_anything_is_queued(
+    settings: Settings, queue_length: redis.Redis, case: str, kwargs: dict[str, Any], fragment: str
+) -> None:
+    queue = embed_queue(settings.model.name)
+    before = queue_length.llen(queue)
+    with EmbeddingProducer(settings) as producer, pytest.raises(InvalidInputError) as info:
+        producer.submit(**kwargs)
+    assert fragment in str(info.value)
+    assert isinstance(info.value, ValueError) and isinstance(info.value, EmbedqError)
+    assert queue_length.llen(queue) == before
+
+
+def test_every_problem_is_listed_at_once(settings: Settings) -> None:
+    with EmbeddingProducer(settings) as producer, pytest.raises(InvalidInputError) as info:
+        producer.submit(["", "ok", None, "x" * 20_000] + [""] * 20)  # type: ignore[list-item]
+    message = str(info.value)
+    assert "23 of 24 items are invalid; nothing was queued" in message
+    assert "item 0" in message and "item 2" in message and "item 3" in message
+    assert "... and 13 more" in message
+
+
+def test_overlong_text_is_truncated_when_configured(settings: Settings) -> None:
+    truncating = settings.model_copy(
+        update={"batch": settings.batch.model_copy(update={"overlong": "truncate"})}
+    )
+    with EmbeddingProducer(truncating) as producer:
+        records = producer.validate(["y" * 20_000])
+    assert len(records[0][0]) == 16_000
+
+
+def test_more_texts_than_the_batch_size_are_split_not_refused(
+    settings: Settings, queue_length: redis.Redis
+) -> None:
+    # Given no worker for this model, the batches stay in its queue where we can count them
+    idle = settings.model_copy(update={"model": settings.model.model_copy(update={"name": "idle"})})
+    queue = embed_queue("idle")
+    before = queue_length.llen(queue)
+    with EmbeddingProducer(idle) as producer:
+        job = producer.submit([f"t{i}" for i in range(1000)], collection=unique("split"))
+        assert job.status().total_batches == 4
+    assert queue_length.llen(queue) - before == 4
+
+
+def test_batches_are_also_cut_by_size_in_bytes(
+    settings: Settings, queue_length: redis.Redis
+) -> None:
+    small = settings.model_copy(
+        update={
+            "model": settings.model.model_copy(update={"name": "idle"}),
+            "worker": settings.worker.model_copy(update={"max_message_bytes": 64 * 1024}),
+        }
+    )
+    with EmbeddingProducer(small) as producer:
+        job = producer.submit(["w" * 1000] * 100, collection=unique("bytes"))  # 100 kB in all
+        assert job.status().total_batches == 4  # about 32 kB each, not one of 100 texts
+
+
+def test_collection_of_another_model_is_refused_before_queueing(
+    settings: Settings, queue_length: redis.Redis
+) -> None:
+    collection = unique("bound")
+    CollectionRegistry(queue_length).record(collection, {"name": "potion-base-8M", "dim": 256})
+    queue = embed_queue(settings.model.name)
+    before = queue_length.llen(queue)
+    with EmbeddingProducer(settings) as producer, pytest.raises(ModelMismatchError) as info:
+        producer.submit(OK, collection=collection)
+    assert "'potion-base-8M'" in str(info.value) and "EMBEDQ_MODEL__NAME" in str(info.value)
+    assert queue_length.llen(queue) == before
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"query": ""}, "non-empty str"),
+        ({"query": "   "}, "non-empty str"),
+        ({"query": None}, "non-empty str"),
+        ({"query": "q", "k": 0}, "k must be an int from 1 to 16384"),
+        ({"query": "q", "k": 20_000}, "k must be an int from 1 to 16384"),
+        ({"query": "q", "k": True}, "k must be an int"),
+        ({"query": "q", "collection": "bad name"}, "letter or _"),
+    ],
+)
+def test_bad_search_arguments_are_refused(
+    settings: Settings, kwargs: dict[str, Any], fragment: str
+) -> None:
+    with EmbeddingProducer(settings) as producer, pytest.raises(InvalidInputError, match=fragment):
+        producer.search(**kwargs)
