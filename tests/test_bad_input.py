@@ -93,7 +93,7 @@ def test_bad_input_is_refused_before_anything_is_queued(
 
 def test_every_problem_is_listed_at_once(settings: Settings) -> None:
     with EmbeddingProducer(settings) as producer, pytest.raises(InvalidInputError) as info:
-        producer.submit(["", "ok", None, "x" * 20_000] + [""] * 20)  # type: ignore[list-item]
+        producer.submit(["", "ok", None, "x" * 20_000] + [""] * 20)  # type: ignore[arg-type]
     message = str(info.value)
     assert "23 of 24 items are invalid; nothing was queued" in message
     assert "item 0" in message and "item 2" in message and "item 3" in message
