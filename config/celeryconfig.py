@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import ssl
 from typing import Any
 
 from celery import Celery
 
+from config.connections import tls_options
 from config.contract import TASK_EMBED, TASK_SEARCH, embed_queue, search_queue
 from config.settings import Settings
 
 __all__ = ["celery_config", "make_celery"]
-
-_CERT_REQS = {
-    "required": ssl.CERT_REQUIRED,
-    "optional": ssl.CERT_OPTIONAL,
-    "none": ssl.CERT_NONE,
-}
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -51,7 +45,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "queue_order_strategy": "round_robin",
         },
         "result_backend_transport_options": {"visibility_timeout": worker.visibility_timeout},
-        "result_expires": settings.jobs.ttl_seconds,
+        # Only searches keep results (batches report through job progress), read at once.
+        "result_expires": 3600,
         "broker_connection_retry_on_startup": True,
         # The producer gets a clear error quickly instead of hanging while Redis is down.
         "task_publish_retry": True,
@@ -78,10 +73,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "timezone": "UTC",
         "enable_utc": True,
     }
-    if settings.redis.url.startswith("rediss://"):
-        tls: dict[str, Any] = {"ssl_cert_reqs": _CERT_REQS[settings.redis.ssl_cert_reqs]}
-        if settings.redis.ssl_ca_certs is not None:
-            tls["ssl_ca_certs"] = str(settings.redis.ssl_ca_certs)
+    tls = tls_options(settings.redis)
+    if tls:
         config["broker_use_ssl"] = tls
         config["redis_backend_use_ssl"] = tls
     return config

@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from config.errors import InvalidInputError
+from config.names import COLLECTION_NAME, COLLECTION_RULE
 from config.settings import BatchSettings
 
 __all__ = [
@@ -42,10 +42,11 @@ TASK_SEARCH = "embedq.search"
 #: Milvus stores text in a VARCHAR field whose limit is counted in UTF-8 bytes.
 MAX_TEXT_BYTES = 65_535
 
+#: Milvus's VARCHAR primary key holds at most this many UTF-8 bytes.
+MAX_ID_BYTES = 512
+
 #: The most items one queue message may carry (EMBEDQ_BATCH__SIZE is capped at this too).
 MAX_BATCH_TEXTS = 10_000
-
-_COLLECTION = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 
 
 def embed_queue(model: str) -> str:
@@ -108,9 +109,14 @@ def check_id(value: object, limits: BatchSettings) -> str:
             "shorter key (a hash of a long one, for instance)"
         )
     try:
-        key.encode("utf-8")
+        size = len(key.encode("utf-8"))
     except UnicodeEncodeError:
         raise InvalidInputError("id is not valid Unicode (it has a lone surrogate)") from None
+    if size > MAX_ID_BYTES:
+        raise InvalidInputError(
+            f"id is {size} bytes as UTF-8, over the primary key's {MAX_ID_BYTES}; use a shorter "
+            "key (a hash of a long one, for instance)"
+        )
     return key
 
 
@@ -142,11 +148,8 @@ def check_metadata(value: object, limits: BatchSettings) -> dict[str, Any]:
 
 def check_collection(name: object) -> str:
     """Return a collection name Milvus accepts, or raise saying what a valid one looks like."""
-    if not isinstance(name, str) or not _COLLECTION.match(name):
-        raise InvalidInputError(
-            f"collection name {name!r} is not valid; use a letter or _ followed by letters, "
-            "digits or _ (at most 255 characters)"
-        )
+    if not isinstance(name, str) or not COLLECTION_NAME.match(name):
+        raise InvalidInputError(f"collection name {name!r} is not valid; {COLLECTION_RULE}")
     return name
 
 

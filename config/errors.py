@@ -19,8 +19,10 @@ __all__ = [
     "ModelLoadError",
     "ModelMismatchError",
     "SearchError",
+    "StoreRejectedError",
     "StoreUnavailableError",
     "TransientError",
+    "WorkerNotReadyError",
 ]
 
 
@@ -48,6 +50,11 @@ class ModelMismatchError(EmbedqError):
     """A collection was built with another model (or dimension) than the one asked to use it."""
 
 
+class StoreRejectedError(EmbedqError):
+    """Milvus refused the request itself (data that does not fit the collection); a retry of
+    the same request cannot help, so the batch goes to the dead letters."""
+
+
 class TransientError(EmbedqError):
     """A dependency is down or overloaded; the same call may succeed later (tasks retry)."""
 
@@ -58,6 +65,10 @@ class StoreUnavailableError(TransientError):
 
 class BrokerUnavailableError(TransientError):
     """Redis could not be reached; the error says which batches, if any, were already queued."""
+
+
+class WorkerNotReadyError(TransientError):
+    """A worker process could not open its model or clients; another try may succeed."""
 
 
 class JobFailedError(EmbedqError):

@@ -14,7 +14,7 @@ from typing import Any, cast
 
 import redis
 
-from config.errors import JobNotFoundError
+from config.errors import BrokerUnavailableError, JobNotFoundError
 
 __all__ = ["JobStatus", "JobTracker"]
 
@@ -132,7 +132,10 @@ class JobTracker:
         pipe.scard(done_key)
         pipe.hgetall(failed_key)
         pipe.lrange(errors_key, 0, -1)
-        raw_job, done, raw_failed, raw_errors = pipe.execute()
+        try:
+            raw_job, done, raw_failed, raw_errors = pipe.execute()
+        except redis.RedisError as exc:
+            raise BrokerUnavailableError(f"cannot read job {job_id} from Redis: {exc}") from exc
         job = _decode_map(raw_job)
         if not job:
             raise JobNotFoundError(

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validat
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from config.errors import ConfigError
+from config.names import COLLECTION_NAME, COLLECTION_RULE, MODEL_NAME
 
 __all__ = [
     "BUNDLED_MODEL",
@@ -48,8 +49,6 @@ KNOWN_MODELS: dict[str, str] = {
 }
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_COLLECTION = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 
 
 def env_name(loc: tuple[str | int, ...]) -> str:
@@ -148,6 +147,27 @@ class MilvusSettings(BaseModel):
         description="rows per upsert call are capped by this size (Milvus refuses > 64 MB)",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _move_credentials_out_of_uri(cls, data: Any) -> Any:
+        # As for Redis: credentials written into the URI go to the secret fields, so the URI
+        # can appear in logs and error messages.
+        if not isinstance(data, dict) or not isinstance(data.get("uri"), str):
+            return data
+        parts = urlsplit(data["uri"])
+        if parts.password is None and parts.username is None:
+            return data
+        host = parts.hostname or ""
+        data = dict(data)
+        data["uri"] = urlunsplit(
+            parts._replace(netloc=f"{host}:{parts.port}" if parts.port else host)
+        )
+        if parts.username and not data.get("user"):
+            data["user"] = unquote(parts.username)
+        if parts.password is not None and not data.get("password"):
+            data["password"] = unquote(parts.password)
+        return data
+
     @field_validator("uri")
     @classmethod
     def _check_uri(cls, value: str) -> str:
@@ -162,11 +182,8 @@ class MilvusSettings(BaseModel):
     @field_validator("collection")
     @classmethod
     def _check_collection(cls, value: str) -> str:
-        if not _COLLECTION.match(value):
-            raise ValueError(
-                f"{value!r} is not a valid collection name; use a letter or _ followed by "
-                "letters, digits or _ (at most 255 characters)"
-            )
+        if not COLLECTION_NAME.match(value):
+            raise ValueError(f"{value!r} is not a valid collection name; {COLLECTION_RULE}")
         return value
 
 
@@ -190,7 +207,7 @@ class ModelSettings(BaseModel):
     @field_validator("name")
     @classmethod
     def _check_name(cls, value: str) -> str:
-        if not _NAME.match(value):
+        if not MODEL_NAME.match(value):
             raise ValueError(
                 f"{value!r} is not a valid model name; use 1-64 letters, digits, - or _"
             )
@@ -221,8 +238,12 @@ class ModelSettings(BaseModel):
 
 
 def _looks_like_path(value: str) -> bool:
-    # A hub id is "org/name"; anything anchored like a path, or that exists on disk, is a folder.
-    return value.startswith(("/", "./", "../", "~")) or Path(value).expanduser().is_dir()
+    """A hub id is "org/name"; a value anchored like a path, one that exists on disk, or one
+    whose parent folder exists here ("models/mine" next to a models/ folder) is a folder, so
+    that a mistyped folder is reported missing instead of being asked of the hub."""
+    path = Path(value).expanduser()
+    anchored = value.startswith(("/", "./", "../", "~"))
+    return anchored or path.is_dir() or (len(path.parts) > 1 and path.parent.is_dir())
 
 
 class BatchSettings(BaseModel):

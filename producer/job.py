@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from config.errors import JobFailedError, JobNotFoundError, JobTimeoutError
+from config.errors import JobFailedError, JobTimeoutError
 from config.jobs import JobStatus, JobTracker
 
 __all__ = ["Job"]
@@ -33,11 +33,10 @@ class Job:
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = 0.005
         while True:
-            try:
-                status = self.status()
-            except JobNotFoundError:
-                status = None
-            if status is not None and status.finished:
+            # A job's record exists before its first batch is queued: a missing one is a wrong
+            # id or an expired job, never one that is about to appear.
+            status = self.status()
+            if status.finished:
                 if not status.ok:
                     reasons = [f"batch {b}: {why}" for b, why in sorted(status.failures.items())]
                     reasons += status.errors
@@ -47,9 +46,8 @@ class Job:
                     )
                 return status
             if deadline is not None and time.monotonic() >= deadline:
-                progress = status.summary() if status else f"job {self.id}: no progress record"
                 raise JobTimeoutError(
-                    f"{progress} after {timeout}s; are workers running (`embedq worker`)? "
+                    f"{status.summary()} after {timeout}s; are workers running (`embedq worker`)? "
                     "The job goes on: check it later with `embedq status " + self.id + "`"
                 )
             # Short jobs finish in milliseconds: start polling fast, then back off.

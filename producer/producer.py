@@ -6,6 +6,7 @@ never connects to Milvus.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -15,8 +16,10 @@ from typing import Any
 import redis
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 from kombu.exceptions import OperationalError
+from pydantic import ValidationError
 
 from config.celeryconfig import make_celery
+from config.connections import redis_client
 from config.contract import (
     TASK_EMBED,
     TASK_SEARCH,
@@ -60,9 +63,7 @@ class EmbeddingProducer:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings if settings is not None else load_settings()
         self._app = make_celery(self.settings, main="embedq-producer")
-        self._redis = redis.Redis.from_url(
-            self.settings.redis.connection_url(), socket_connect_timeout=4, socket_timeout=30
-        )
+        self._redis = redis_client(self.settings.redis)
         self._tracker = JobTracker(self._redis, self.settings.jobs.ttl_seconds)
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -297,25 +298,37 @@ class EmbeddingProducer:
             "filter": filter,
         }
         wait = timeout if timeout is not None else self.settings.jobs.search_timeout
+        result = None
         try:
+            # A query nobody picks up in time expires instead of being answered to no one.
             result = self._app.send_task(
-                TASK_SEARCH, kwargs={"query": message}, queue=search_queue(self.settings.model.name)
+                TASK_SEARCH,
+                kwargs={"query": message},
+                queue=search_queue(self.settings.model.name),
+                expires=wait,
             )
             payload = result.get(timeout=wait)
-            result.forget()
         except CeleryTimeoutError:
             raise JobTimeoutError(
                 f"no worker answered the search within {wait}s; is a worker serving model "
                 f"{self.settings.model.name!r} running (`embedq worker`)?"
             ) from None
-        except (OperationalError, redis.RedisError) as exc:
+        except (OperationalError, redis.RedisError, OSError, RuntimeError) as exc:
+            # RuntimeError: Celery's result backend gives up reconnecting with one.
             raise BrokerUnavailableError(
                 f"Redis at {self.settings.redis.url} is unreachable ({exc})"
             ) from exc
+        finally:
+            if result is not None:
+                with contextlib.suppress(Exception):
+                    result.forget()
         if not isinstance(payload, dict) or "error" in payload:
             reason = payload.get("error") if isinstance(payload, dict) else repr(payload)
             raise SearchError(f"search failed: {reason}")
-        return [Hit.model_validate(hit) for hit in payload["hits"]]
+        try:
+            return [Hit.model_validate(hit) for hit in payload["hits"]]
+        except (KeyError, TypeError, ValidationError) as exc:
+            raise SearchError(f"search answer does not follow the contract: {exc}") from None
 
 
 def _batches(records: Iterable[Record], size: int, max_bytes: int) -> Iterator[list[Record]]:

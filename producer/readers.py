@@ -25,7 +25,7 @@ Format = Literal["jsonl", "csv", "text"]
 
 @dataclass(frozen=True)
 class RawRecord:
-    """One record as read, with where it came from (1-based line or row number)."""
+    """One record as read, with where it came from (1-based line, row or array position)."""
 
     line: int
     text: Any
@@ -58,6 +58,17 @@ def read_records(
                 if text.strip():
                     yield RawRecord(number, text)
         return
+    if fmt == "jsonl" and _is_json_array(path):
+        # A .json file holding one array of records (read whole: such files are small).
+        try:
+            items = json.loads(path.read_text(encoding="utf-8", errors="surrogateescape"))
+        except json.JSONDecodeError as exc:
+            raise InvalidInputError(
+                f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})"
+            ) from None
+        for number, obj in enumerate(items, 1):
+            yield _from_mapping(number, obj, text_field, id_field, metadata_field)
+        return
     if fmt == "jsonl":
         with path.open(encoding="utf-8", errors="surrogateescape") as handle:
             for number, line in enumerate(handle, 1):
@@ -80,6 +91,12 @@ def read_records(
             )
         for row in reader:
             yield _from_mapping(reader.line_num, row, text_field, id_field, metadata_field)
+
+
+def _is_json_array(path: Path) -> bool:
+    with path.open("rb") as handle:
+        head = handle.read(4096).lstrip()
+    return head.startswith(b"[")
 
 
 def _from_mapping(

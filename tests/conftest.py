@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from config.celeryconfig import make_celery
 from config.contract import embed_queue, search_queue
 from config.settings import Settings, load_settings
 from worker.services import (
@@ -137,7 +138,14 @@ def start_worker(servers: Servers) -> Iterator[WorkerFactory]:
             cwd=ROOT,
         )
         started.append(service)
-        service.wait_ready(lambda: b"ready." in log.read_bytes(), timeout=120)
+        control = make_celery(
+            servers.settings(redis={"url": env.get("EMBEDQ_REDIS__URL", servers.redis_url)})
+        )
+        destination = [f"{name}@{socket.gethostname()}"]
+        service.wait_ready(
+            lambda: bool(control.control.ping(destination, timeout=0.5)), timeout=120
+        )
+        control.close()
         return service
 
     yield start

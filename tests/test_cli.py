@@ -136,7 +136,7 @@ def test_embedq_worker_is_the_celery_worker_with_embedq_queues(
         cwd=ROOT,
     )
     try:
-        service.wait_ready(lambda: b"ready." in service.log_path.read_bytes(), timeout=120)
+        service.wait_ready(lambda: b"ready." in service.output(), timeout=120)
         log = service.log_path.read_text()
         assert (
             "embedq.embed.minilm-l6-distilled" in log and "embedq.search.minilm-l6-distilled" in log

@@ -88,6 +88,13 @@ def test_bad_ids_are_rejected(value: Any, fragment: str) -> None:
         check_id(value, LIMITS)
 
 
+def test_id_is_limited_in_bytes_as_the_primary_key_is() -> None:
+    limits = BatchSettings(max_id_length=512)
+    assert check_id("é" * 256, limits) == "é" * 256  # 512 bytes
+    with pytest.raises(InvalidInputError, match="513 bytes"):
+        check_id("é" * 256 + "x", limits)
+
+
 def test_metadata_must_be_a_small_json_object() -> None:
     assert check_metadata({"a": [1, 2.5, None, True]}, LIMITS) == {"a": [1, 2.5, None, True]}
     assert check_metadata(None, LIMITS) == {}

@@ -4,6 +4,9 @@ Model2Vec model) -> real Milvus Lite server."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +17,7 @@ from config.contract import embed_queue
 from config.errors import InvalidInputError, JobFailedError, SearchError
 from config.settings import Settings
 from producer import EmbeddingProducer
-from tests.conftest import CORPUS, Servers, unique
+from tests.conftest import CORPUS, ROOT, Servers, WorkerFactory, unique
 from worker.services import Service
 
 pytestmark = pytest.mark.integration
@@ -184,6 +187,36 @@ def test_message_breaking_the_contract_fails_its_batch_and_the_worker_goes_on(
     assert worker.alive()
 
 
-def test_worker_loads_the_model_once_per_process(worker: Service, servers: Servers) -> None:
-    log = Path(worker.log_path).read_text()
-    assert log.count("loaded model minilm-l6-distilled") == 2  # concurrency 2
+def test_worker_loads_the_model_once_per_process_at_start(
+    start_worker: WorkerFactory, servers: Servers
+) -> None:
+    # Given a fresh worker with three processes, to which no task is ever sent
+    fresh = start_worker(concurrency=3, node=unique("eager"), EMBEDQ_MODEL__NAME=unique("m"))
+    deadline = time.monotonic() + 60
+    while fresh.output().count(b"loaded model") < 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    # Then each process has loaded the model exactly once, before any task (not lazily)
+    output = fresh.output().decode()
+    assert output.count("loaded model") == 3
+    assert "job=" not in output
+
+
+def test_worker_with_a_model_that_cannot_load_refuses_to_start(
+    servers: Servers, tmp_path: Path
+) -> None:
+    (tmp_path / "not-a-model").mkdir()
+    for source, fragment in (
+        (str(tmp_path / "missing"), "does not exist"),
+        (str(tmp_path / "not-a-model"), "is not a Model2Vec model folder"),
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "celery", "-A", "worker", "worker", "--loglevel", "INFO"],
+            env=servers.env(EMBEDQ_MODEL__SOURCE=source),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode != 0
+        assert "EMBEDQ_MODEL__SOURCE" in result.stderr and fragment in result.stderr

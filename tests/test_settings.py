@@ -3,6 +3,8 @@ variable's name and the fix; secrets never show."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from config.errors import ConfigError
@@ -96,6 +98,18 @@ def test_known_models_are_the_five_potion_models() -> None:
         assert Settings(model={"source": alias}).model.hub_id == KNOWN_MODELS[alias]
 
 
-def test_local_path_is_never_taken_for_a_hub_id() -> None:
-    model = load_settings(model={"source": "./no/such/folder"}).model
-    assert model.hub_id is None
+def test_local_path_is_never_taken_for_a_hub_id(tmp_path: Path) -> None:
+    assert load_settings(model={"source": "./no/such/folder"}).model.hub_id is None
+    (tmp_path / "models").mkdir()  # the autouse fixture chdirs into tmp_path
+    assert load_settings(model={"source": "models/mine"}).model.hub_id is None
+    assert load_settings(model={"source": "minishlab/potion-base-8M"}).model.hub_id is not None
+
+
+def test_milvus_credentials_in_the_uri_are_moved_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EMBEDQ_MILVUS__URI", "https://root:Milvus%21@db.example:19530")
+    settings = load_settings()
+    assert settings.milvus.uri == "https://db.example:19530"
+    assert settings.milvus.user == "root"
+    assert settings.milvus.password is not None
+    assert settings.milvus.password.get_secret_value() == "Milvus!"
+    assert "Milvus!" not in repr(settings)

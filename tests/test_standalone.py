@@ -22,6 +22,7 @@ pytestmark = pytest.mark.integration
 
 def start(data: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     handle = log.open("ab")
+    offset = handle.tell()
     process = subprocess.Popen(
         [
             sys.executable, "-m", "producer.cli", "standalone",
@@ -31,7 +32,7 @@ def start(data: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]
     )  # fmt: skip
     handle.close()
     deadline = time.monotonic() + 180
-    while b"ready: queue texts" not in log.read_bytes():
+    while b"ready: queue texts" not in log.read_bytes()[offset:]:
         assert process.poll() is None, log.read_text()
         assert time.monotonic() < deadline, log.read_text()
         time.sleep(0.2)

@@ -8,9 +8,11 @@ from typing import Any
 from celery import Celery, signals
 
 from config.celeryconfig import make_celery
+from config.errors import ConfigError, ModelLoadError
 from config.settings import Settings
 from worker import runtime
 from worker.consumer import guarded_consumer
+from worker.encoder import check_source
 from worker.tasks import record_failure, register_tasks
 
 __all__ = ["create_app"]
@@ -23,7 +25,18 @@ def create_app(settings: Settings) -> Celery:
     app = make_celery(settings, main="worker")
     app.conf.worker_concurrency = settings.worker.concurrency
     app.conf.worker_consumer = guarded_consumer(settings)
+    # A child loading a large model must not be taken for a hung one (the default is 4 s).
+    app.conf.worker_proc_alive_timeout = 120.0
     register_tasks(app, settings)
+
+    def check_model(**_: Any) -> None:
+        # Before forking: a model that cannot load must stop the worker at start-up, not
+        # fail every batch. SystemExit, because Celery logs and ignores signal exceptions.
+        try:
+            check_source(settings.model)
+        except (ConfigError, ModelLoadError) as exc:
+            log.critical("%s", exc)
+            raise SystemExit(f"embedq worker: {exc}") from None
 
     def open_resources(**_: Any) -> None:
         # Each prefork child loads its own copy of the model, after the fork.
@@ -39,6 +52,7 @@ def create_app(settings: Settings) -> Celery:
         record_failure(settings, str(name), dict(kwargs or {}), exception)
 
     # weak=False: the receivers are closures and must live as long as the app.
+    signals.worker_init.connect(check_model, weak=False)
     signals.worker_process_init.connect(open_resources, weak=False)
     signals.worker_process_shutdown.connect(close_resources, weak=False)
     signals.worker_shutdown.connect(close_resources, weak=False)

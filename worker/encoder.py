@@ -24,6 +24,7 @@ __all__ = [
     "Model2VecEncoder",
     "ModelInfo",
     "Vectors",
+    "check_source",
     "load_static_model",
     "resolve_source",
 ]
@@ -77,6 +78,33 @@ def resolve_source(model: ModelSettings) -> str:
             "StaticModel.save_pretrained)"
         )
     return str(folder.resolve())
+
+
+def check_source(model: ModelSettings) -> None:
+    """Fail fast, before any worker process forks, when the model cannot be loaded: a folder
+    without model files, or a hub model that is not cached while the hub is off limits."""
+    source = resolve_source(model)
+    if model.hub_id is None:
+        missing = [f for f in ("tokenizer.json", "config.json") if not (Path(source) / f).is_file()]
+        weights = (
+            any(Path(source).glob("*.safetensors")) or (Path(source) / "0_StaticEmbedding").is_dir()
+        )
+        if missing or not weights:
+            raise ConfigError(
+                f"EMBEDQ_MODEL__SOURCE: {source} is not a Model2Vec model folder (missing "
+                f"{', '.join(missing) or 'the .safetensors weights'}); save one with "
+                "StaticModel.save_pretrained(folder)"
+            )
+        return
+    from model2vec.persistence.hf import maybe_get_cached_model_path
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in {"", "0", "false"}
+    if offline and maybe_get_cached_model_path(source) is None:
+        raise ModelLoadError(
+            f"model {source!r} is not in the Hugging Face cache and HF_HUB_OFFLINE is set. "
+            f"Download it elsewhere (huggingface-cli download {source} --local-dir DIR), copy DIR "
+            "here and set EMBEDQ_MODEL__SOURCE=DIR"
+        )
 
 
 def load_static_model(model: ModelSettings) -> StaticModel:

@@ -17,9 +17,9 @@ from typing import Any, TypeVar
 
 from config.contract import MAX_TEXT_BYTES, Hit
 from config.errors import (
-    InvalidInputError,
     ModelMismatchError,
     SearchError,
+    StoreRejectedError,
     StoreUnavailableError,
 )
 from config.settings import MilvusSettings
@@ -65,22 +65,23 @@ class MilvusStore:
             return self._client
 
     def _call(self, what: str, fn: Callable[[Any], T]) -> T:
-        """Run ``fn(client)``, turning connection failures into :class:`StoreUnavailableError`
-        and dropping the client so the next attempt reconnects."""
+        """Run ``fn(client)``. Failures of the connection or the server become
+        :class:`StoreUnavailableError` (retried, after dropping the client so the next attempt
+        reconnects); requests the server refuses as bad input become
+        :class:`StoreRejectedError` (not retried)."""
+        import grpc
         from pymilvus.exceptions import MilvusException
 
         try:
             return fn(self._connect())
-        except (ModelMismatchError, InvalidInputError, SearchError):
-            raise
         except MilvusException as exc:
-            if _is_permanent(exc):
-                raise
+            if _is_input_error(exc):
+                raise StoreRejectedError(f"Milvus refused the {what}: {_describe(exc)}") from exc
             self._reset()
             raise StoreUnavailableError(
                 f"Milvus at {self._settings.uri}: {what} failed: {_describe(exc)}"
             ) from exc
-        except Exception as exc:  # grpc errors, OSError, timeouts: the server is away
+        except (grpc.RpcError, grpc.FutureTimeoutError, OSError) as exc:
             self._reset()
             raise StoreUnavailableError(
                 f"Milvus at {self._settings.uri}: {what} failed, unreachable: {_describe(exc)}"
@@ -265,8 +266,9 @@ def _slice(rows: Rows, start: int, stop: int) -> Rows:
     )
 
 
-def _is_permanent(exc: Exception) -> bool:
-    """Errors caused by the request itself; retrying the same request cannot help."""
+def _is_input_error(exc: Exception) -> bool:
+    """Errors caused by the request itself (the server says so, or the client refused to send
+    it); everything else from Milvus may pass and is retried."""
     from pymilvus.exceptions import (
         DataNotMatchException,
         DataTypeNotMatchException,
@@ -274,8 +276,13 @@ def _is_permanent(exc: Exception) -> bool:
         PrimaryKeyException,
     )
 
-    permanent = (ParamError, DataNotMatchException, DataTypeNotMatchException, PrimaryKeyException)
-    return isinstance(exc, permanent)
+    client_side = (
+        ParamError,
+        DataNotMatchException,
+        DataTypeNotMatchException,
+        PrimaryKeyException,
+    )
+    return isinstance(exc, client_side) or bool(getattr(exc, "is_input_error", False))
 
 
 def _describe(exc: Exception) -> str:

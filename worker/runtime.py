@@ -13,9 +13,8 @@ import time
 from dataclasses import dataclass, field
 
 import redis
-from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 
+from config.connections import redis_client
 from config.deadletters import DeadLetters
 from config.jobs import JobTracker
 from config.registry import CollectionRegistry
@@ -78,14 +77,7 @@ def _client(settings: Settings) -> redis.Redis:
     global _redis
     with _lock:
         if _redis is None:
-            _redis = redis.Redis.from_url(
-                settings.redis.connection_url(),
-                socket_connect_timeout=5,
-                socket_timeout=30,
-                health_check_interval=30,
-                retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=20),
-                retry_on_error=[redis.ConnectionError, redis.TimeoutError],
-            )
+            _redis = redis_client(settings.redis, patient=True)
         return _redis
 
 

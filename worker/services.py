@@ -15,11 +15,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
-from config.errors import ConfigError
+from config.errors import ConfigError, EmbedqError
 
 __all__ = [
     "MILVUS_LITE_STOP_SIGNAL",
     "Service",
+    "ServiceError",
     "find_redis_server",
     "milvus_lite_command",
     "port_is_free",
@@ -27,6 +28,10 @@ __all__ = [
     "wait_for_port",
     "worker_command",
 ]
+
+
+class ServiceError(EmbedqError):
+    """A local server exited or did not become ready; the message ends with its log."""
 
 
 class Service:
@@ -49,6 +54,8 @@ class Service:
         self._log: IO[bytes] | None = None
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = log_path.open("ab")
+        # Logs are appended across runs: readiness is judged on this run's output only.
+        self._offset = self._log.tell()
         self.process = subprocess.Popen(
             self.argv,
             stdout=self._log,
@@ -66,11 +73,24 @@ class Service:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def wait_ready(self, check: Callable[[], bool], timeout: float) -> None:
-        """Poll ``check`` until it is true; raise with the log's tail if the process dies or
-        time runs out."""
+    def output(self) -> bytes:
+        """What the process has written to its log in this run."""
+        with self.log_path.open("rb") as handle:
+            handle.seek(self._offset)
+            return handle.read()
+
+    def wait_ready(
+        self,
+        check: Callable[[], bool],
+        timeout: float,
+        cancelled: Callable[[], bool] = lambda: False,
+    ) -> None:
+        """Poll ``check`` until it is true; raise with the log's tail if the process dies, time
+        runs out or ``cancelled`` says to give up."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if cancelled():
+                raise InterruptedError(f"{self.name}: start-up cancelled")
             if not self.alive():
                 raise RuntimeError(
                     f"{self.name} exited with {self.process.returncode}:\n{self.tail()}"
@@ -81,7 +101,7 @@ class Service:
             except Exception:  # noqa: S110 - not ready yet
                 pass
             time.sleep(0.1)
-        raise TimeoutError(f"{self.name} not ready after {timeout}s:\n{self.tail()}")
+        raise ServiceError(f"{self.name} not ready after {timeout}s:\n{self.tail()}")
 
     def send_signal(self, sig: int) -> None:
         if self.alive():
@@ -114,7 +134,7 @@ class Service:
 
     def tail(self, lines: int = 40) -> str:
         try:
-            text = self.log_path.read_text(errors="replace")
+            text = self.output().decode(errors="replace")
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
@@ -159,22 +179,27 @@ def redis_command(
     port: int, data_dir: Path, host: str = "127.0.0.1", password: str | None = None
 ) -> list[str]:
     """A Redis with AOF persistence (fsync every second) and no eviction: queued batches
-    survive a restart and are never dropped to make room."""
+    survive a restart and are never dropped to make room. A password goes into a config file
+    readable by its owner only, never onto the command line where `ps` would show it."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    argv = [
-        find_redis_server(),
-        "--port", str(port),
-        "--bind", host,
-        "--dir", str(data_dir),
-        "--appendonly", "yes",
-        "--appendfsync", "everysec",
-        "--save", "",
-        "--maxmemory-policy", "noeviction",
-        "--daemonize", "no",
-    ]  # fmt: skip
+    config = data_dir / "embedq-redis.conf"
+    lines = [
+        f"port {port}",
+        f"bind {host}",
+        f"dir {data_dir}",
+        "appendonly yes",
+        "appendfsync everysec",
+        'save ""',
+        "maxmemory-policy noeviction",
+        "daemonize no",
+    ]
     if password:
-        argv += ["--requirepass", password]
-    return argv
+        escaped = password.replace("\\", "\\\\").replace('"', '\\"')
+        lines.append(f'requirepass "{escaped}"')
+    config.touch(mode=0o600)
+    config.chmod(0o600)
+    config.write_text("\n".join(lines) + "\n")
+    return [find_redis_server(), str(config)]
 
 
 #: Milvus Lite drains requests and closes its files on SIGINT; SIGTERM would end it at once.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -17,14 +18,15 @@ from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit
 
-import redis
-
+from config.celeryconfig import make_celery
+from config.connections import redis_client
 from config.contract import embed_queue, search_queue
 from config.errors import ConfigError
 from config.settings import Settings
 from worker.services import (
     MILVUS_LITE_STOP_SIGNAL,
     Service,
+    ServiceError,
     milvus_lite_command,
     port_is_free,
     redis_command,
@@ -85,8 +87,8 @@ def run_standalone(
             logs / "redis.log",
         )
         services.append(store)
-        client = redis.Redis.from_url(settings.redis.connection_url(), socket_timeout=2)
-        store.wait_ready(lambda: bool(client.ping()), timeout=20)
+        client = redis_client(settings.redis)
+        store.wait_ready(lambda: bool(client.ping()), timeout=20, cancelled=stop.is_set)
         client.close()
         _say(f"redis ready on {redis_host}:{redis_port} (AOF in {data / 'redis'})")
 
@@ -97,22 +99,31 @@ def run_standalone(
             stop_signal=MILVUS_LITE_STOP_SIGNAL,
         )
         services.append(milvus)
-        milvus.wait_ready(lambda: wait_for_port(milvus_host, milvus_port), timeout=60)
+        milvus.wait_ready(
+            lambda: wait_for_port(milvus_host, milvus_port), timeout=60, cancelled=stop.is_set
+        )
         _say(f"milvus lite ready on {milvus_host}:{milvus_port} (data in {data / 'milvus'})")
 
         name = settings.model.name
+        node = f"standalone-{os.getpid()}"
         pool = Service(
             "worker",
             worker_command(
                 [embed_queue(name), search_queue(name)],
                 count,
-                node=f"standalone-{os.getpid()}@%h",
+                node=f"{node}@%h",
                 log_level=settings.worker.log_level,
             ),
             logs / "worker.log",
         )
         services.append(pool)
-        pool.wait_ready(lambda: b"ready." in pool.log_path.read_bytes(), timeout=120)
+        control = make_celery(settings)
+        pool.wait_ready(
+            lambda: bool(control.control.ping([f"{node}@{socket.gethostname()}"], timeout=0.5)),
+            timeout=120,
+            cancelled=stop.is_set,
+        )
+        control.close()
         _say(f"{count} worker processes ready (model {name}); logs in {logs}")
         _say("ready: queue texts with `embedq ingest FILE --wait`; Ctrl-C stops everything")
 
@@ -123,6 +134,11 @@ def run_standalone(
                     return 1
             stop.wait(0.5)
         return 0
+    except InterruptedError:
+        return 0
+    except ServiceError as exc:
+        _say(f"could not start: {exc}")
+        return 1
     finally:
         _shutdown(services, settings.worker.time_limit)
 

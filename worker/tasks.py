@@ -9,7 +9,6 @@ from typing import Any
 
 import redis
 from celery import Celery
-from celery.exceptions import SoftTimeLimitExceeded
 from pydantic import ValidationError
 
 from config.contract import TASK_EMBED, TASK_SEARCH, BatchMessage, SearchMessage
@@ -17,7 +16,9 @@ from config.errors import (
     BrokerUnavailableError,
     EmbedqError,
     InvalidMessageError,
+    ModelLoadError,
     TransientError,
+    WorkerNotReadyError,
 )
 from config.settings import Settings
 from worker import runtime
@@ -35,6 +36,15 @@ def _parse_batch(raw: Any) -> BatchMessage:
         raise InvalidMessageError(f"batch message does not follow the contract: {exc}") from None
 
 
+def _runtime(settings: Settings) -> runtime.Runtime:
+    try:
+        return runtime.current(settings)
+    except ModelLoadError as exc:
+        # The parent checked the model at start-up, so this process failing to load it (out
+        # of memory, say) may pass: retry rather than fail the batch.
+        raise WorkerNotReadyError(f"this worker process could not load its model: {exc}") from exc
+
+
 def register_tasks(app: Celery, settings: Settings) -> None:
     """Define embedq's tasks on ``app`` with retry policy taken from ``settings``."""
     worker = settings.worker
@@ -47,7 +57,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
             )
         started = time.perf_counter()
         message = _parse_batch(batch)
-        rt = runtime.current(settings)
+        rt = _runtime(settings)
         outcome = embed_batch(message, rt.encoder, rt.store, settings.batch)
         try:
             if outcome.stored and message.collection not in rt.announced:
@@ -94,7 +104,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         except ValidationError as exc:
             return {"error": f"search message does not follow the contract: {exc}"}
         try:
-            rt = runtime.current(settings)
+            rt = _runtime(settings)
             hits = search(message, rt.encoder, rt.store)
         except EmbedqError as exc:
             return {"error": str(exc)}
@@ -105,7 +115,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         shared=False,
         ignore_result=True,
         # Only failures that may pass are retried: a bad message fails the same way each time.
-        autoretry_for=(TransientError, SoftTimeLimitExceeded),
+        autoretry_for=(TransientError,),
         dont_autoretry_for=(InvalidMessageError,),
         max_retries=worker.max_retries,
         retry_backoff=True,
