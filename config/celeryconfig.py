@@ -41,6 +41,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_soft_time_limit": worker.soft_time_limit,
         "broker_transport_options": {
             "visibility_timeout": worker.visibility_timeout,
+            # Sweep for messages of dead workers several times per visibility timeout (kombu's
+            # default sweep is every 100 s, whatever the timeout).
+            "unacked_restore_interval": max(1, min(10, worker.visibility_timeout // 5)),
+            "unacked_restore_throttle": 1,
+            # A broker that vanishes without closing the socket must not hang a publish.
+            "socket_timeout": 30,
             # Each queue polled in turn, so a search is never stuck behind an ingest backlog.
             "queue_order_strategy": "round_robin",
         },

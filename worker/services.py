@@ -46,9 +46,12 @@ class Service:
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
         stop_signal: int = signal.SIGTERM,
+        group: bool = False,
     ) -> None:
         self.name = name
         self.stop_signal = stop_signal
+        #: Signal the whole process group (for wrappers that would restart their child).
+        self.group = group
         self.argv = list(argv)
         self.log_path = log_path
         self._log: IO[bytes] | None = None
@@ -104,7 +107,10 @@ class Service:
         raise ServiceError(f"{self.name} not ready after {timeout}s:\n{self.tail()}")
 
     def send_signal(self, sig: int) -> None:
-        if self.alive():
+        if self.group:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, sig)
+        elif self.alive():
             os.kill(self.process.pid, sig)
 
     def stop(self, timeout: float = 30.0) -> int:
@@ -117,6 +123,28 @@ class Service:
                 self.kill()
         else:
             self.process.wait()
+        if self.group:
+            self._wait_group(timeout)
+        self._close_log()
+        return self.process.returncode
+
+    def _wait_group(self, timeout: float) -> None:
+        """Wait for the rest of the process group (a wrapper's child) to end; kill it late."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(self.process.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.2)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+
+    def wait_exit(self, timeout: float = 60.0) -> int:
+        """Wait for the process (and its group) to end after a signal; close the log."""
+        self.process.wait(timeout)
+        if self.group:
+            self._wait_group(timeout)
         self._close_log()
         return self.process.returncode
 

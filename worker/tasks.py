@@ -118,6 +118,8 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         autoretry_for=(TransientError,),
         dont_autoretry_for=(InvalidMessageError,),
         max_retries=worker.max_retries,
+        # The delay of a retry after a lost worker process (Celery's default is 180 s).
+        default_retry_delay=1,
         retry_backoff=True,
         retry_backoff_max=worker.retry_backoff_max,
         retry_jitter=True,

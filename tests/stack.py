@@ -1,0 +1,203 @@
+"""A whole embedq stack per test, for fault injection: its own Redis, its own vector store
+(Milvus Lite server or a real Milvus server) and its own worker nodes, each a real process
+that a test may kill, stop and restart."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import redis
+
+from config.celeryconfig import make_celery
+from config.contract import embed_queue, search_queue
+from config.jobs import JobStatus, JobTracker
+from config.settings import Settings, load_settings
+from tests.conftest import ROOT, free_port
+from worker.services import (
+    MILVUS_LITE_STOP_SIGNAL,
+    Service,
+    milvus_lite_command,
+    redis_command,
+    wait_for_port,
+    worker_command,
+)
+
+#: Short timeouts so that recovery happens within a test: redelivery after 15 s, retries at
+#: most 3 s apart and many of them, so that a store outage of a few seconds is ridden out.
+FAULT_SETTINGS = {
+    "EMBEDQ_WORKER__TIME_LIMIT": "10",
+    "EMBEDQ_WORKER__SOFT_TIME_LIMIT": "8",
+    "EMBEDQ_WORKER__RETRY_BACKOFF_MAX": "3",
+    "EMBEDQ_WORKER__MAX_RETRIES": "60",
+    "EMBEDQ_WORKER__VISIBILITY_TIMEOUT": "15",
+    "EMBEDQ_MILVUS__TIMEOUT": "5",
+}
+
+
+def children(pid: int) -> list[int]:
+    """Direct child processes of ``pid`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid ...: comm may hold spaces, so split after the last ')'.
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.2)
+
+
+class Stack:
+    def __init__(self, root: Path, store: str = "lite") -> None:
+        self.root = root
+        self.store_kind = store
+        self.redis_port = free_port()
+        self.milvus_port = free_port()
+        self.etcd_port = free_port()
+        self.redis: Service | None = None
+        self.store: Service | None = None
+        self.workers: list[Service] = []
+
+    # -- settings ---------------------------------------------------------------------------
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def milvus_uri(self) -> str:
+        return f"http://127.0.0.1:{self.milvus_port}"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EMBEDQ_")}
+        env.update(FAULT_SETTINGS)
+        env.update(
+            EMBEDQ_REDIS__URL=self.redis_url,
+            EMBEDQ_MILVUS__URI=self.milvus_uri,
+            PYTHONPATH=str(ROOT),
+            HF_HUB_OFFLINE="1",
+        )
+        env.update(extra)
+        return env
+
+    def settings(self) -> Settings:
+        return load_settings(
+            redis={"url": self.redis_url},
+            milvus={"uri": self.milvus_uri, "timeout": 5},
+            worker={
+                "time_limit": 10,
+                "soft_time_limit": 8,
+                "retry_backoff_max": 3,
+                "max_retries": 60,
+                "visibility_timeout": 15,
+            },
+        )
+
+    # -- Redis ------------------------------------------------------------------------------
+
+    def start_redis(self) -> Service:
+        self.redis = Service(
+            "redis", redis_command(self.redis_port, self.root / "redis"), self.root / "redis.log"
+        )
+        client = redis.Redis(port=self.redis_port, socket_timeout=1)
+        self.redis.wait_ready(lambda: bool(client.ping()), timeout=30)
+        client.close()
+        return self.redis
+
+    # -- the vector store -------------------------------------------------------------------
+
+    def start_store(self) -> Service:
+        if self.store_kind == "lite":
+            self.store = Service(
+                "milvus-lite",
+                milvus_lite_command(self.milvus_port, self.root / "milvus"),
+                self.root / "milvus.log",
+                stop_signal=MILVUS_LITE_STOP_SIGNAL,
+            )
+            timeout = 60.0
+        else:
+            # The PyPI `milvus` package: a wrapper around a real `milvus run standalone`. Its
+            # process group is signalled as a whole, so the wrapper cannot restart its child.
+            binary = Path(sys.executable).parent / "milvus-server"
+            self.store = Service(
+                "milvus",
+                [
+                    str(binary), "--data", str(self.root / "milvus-server"),
+                    "--proxy-port", str(self.milvus_port), "--etcd-port", str(self.etcd_port),
+                ],
+                self.root / "milvus-server.log",
+                group=True,
+            )  # fmt: skip
+            timeout = 180.0
+        self.store.wait_ready(lambda: wait_for_port("127.0.0.1", self.milvus_port), timeout)
+        return self.store
+
+    # -- workers ----------------------------------------------------------------------------
+
+    def start_worker(self, node: str, concurrency: int = 2, **env: str) -> Service:
+        settings = self.settings()
+        queues = [embed_queue(settings.model.name), search_queue(settings.model.name)]
+        service = Service(
+            node,
+            worker_command(queues, concurrency, node=f"{node}@%h"),
+            self.root / f"{node}.log",
+            env=self.env(**env),
+            cwd=ROOT,
+        )
+        self.workers.append(service)
+        control = make_celery(settings)
+        destination = [f"{node}@{socket.gethostname()}"]
+        service.wait_ready(lambda: bool(control.control.ping(destination, timeout=0.5)), 120)
+        control.close()
+        return service
+
+    # -- progress ---------------------------------------------------------------------------
+
+    def status(self, job_id: str) -> JobStatus | None:
+        """The job's progress, or None while Redis is away."""
+        client = redis.Redis(port=self.redis_port, socket_timeout=2, socket_connect_timeout=2)
+        try:
+            return JobTracker(client, 3600).status(job_id)
+        except Exception:
+            return None
+        finally:
+            client.close()
+
+    def wait_finished(self, job_ids: list[str], timeout: float = 240) -> list[JobStatus]:
+        def finished() -> bool:
+            states = [self.status(j) for j in job_ids]
+            return all(s is not None and s.finished for s in states)
+
+        wait_until(finished, timeout, f"jobs {job_ids} to finish")
+        return [s for s in (self.status(j) for j in job_ids) if s is not None]
+
+    def stop(self) -> None:
+        for service in [*self.workers, self.store, self.redis]:
+            if service is not None and service.alive():
+                service.stop(timeout=60)
+            elif service is not None:
+                service.stop(timeout=1)
+
+
+def kill(service: Service, sig: int = signal.SIGKILL) -> None:
+    """Signal a service (its whole process group for group services) and wait for it."""
+    service.send_signal(sig)
+    service.wait_exit(timeout=120)

@@ -1,0 +1,252 @@
+"""Nothing lost, nothing duplicated: real processes killed and restarted mid-run.
+
+Each test ingests N = 20,000 texts (12,000 with ids, 8,000 without), injects a fault while
+batches are being stored, lets the system recover, and then checks Milvus: exactly N rows,
+every id present once, text and metadata intact.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pymilvus import MilvusClient
+
+from config.contract import derive_id
+from config.errors import BrokerUnavailableError
+from producer import EmbeddingProducer, Job
+from tests.conftest import unique
+from tests.stack import Stack, children, kill, wait_until
+
+pytestmark = pytest.mark.integration
+
+WITH_IDS, WITHOUT_IDS = 12_000, 8_000
+N = WITH_IDS + WITHOUT_IDS
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    stack = Stack(tmp_path)
+    stack.start_redis()
+    stack.start_store()
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+def texts(tag: str) -> tuple[list[str], list[str], list[dict[str, Any]], list[str]]:
+    words = ["river", "stone", "lamp", "orbit", "violin", "harbor", "cedar", "prism"]
+    with_ids = [
+        f"{tag} record {i}: the {words[i % 8]} near {words[(i * 7) % 8]}" for i in range(WITH_IDS)
+    ]
+    ids = [f"{tag}-{i}" for i in range(WITH_IDS)]
+    metadata = [{"i": i, "tag": tag, "w": words[i % 8]} for i in range(WITH_IDS)]
+    without = [f"{tag} anonymous {i} of the {words[i % 8]}" for i in range(WITHOUT_IDS)]
+    return with_ids, ids, metadata, without
+
+
+def submit(stack: Stack, collection: str, tag: str) -> list[Job]:
+    with_ids, ids, metadata, without = texts(tag)
+    with EmbeddingProducer(stack.settings()) as producer:
+        return [
+            producer.submit(with_ids, ids=ids, metadata=metadata, collection=collection),
+            producer.submit(without, collection=collection),
+        ]
+
+
+def expected(stack: Stack, tag: str) -> dict[str, tuple[str, dict[str, Any]]]:
+    with_ids, ids, metadata, without = texts(tag)
+    model = stack.settings().model.name
+    rows = {key: (text, meta) for key, text, meta in zip(ids, with_ids, metadata, strict=True)}
+    rows.update({derive_id(model, text): (text, {}) for text in without})
+    return rows
+
+
+def verify(stack: Stack, collection: str, tag: str) -> None:
+    """Exactly the expected rows: count, every id once, text and metadata intact."""
+    want = expected(stack, tag)
+    client = MilvusClient(uri=stack.milvus_uri, timeout=60)
+    try:
+        client.load_collection(collection)  # released after a store restart
+        count = client.query(collection, output_fields=["count(*)"], consistency_level="Strong")
+        seen: dict[str, tuple[str, dict[str, Any]]] = {}
+        duplicates = 0
+        iterator = client.query_iterator(
+            collection, batch_size=5000, output_fields=["id", "text", "metadata"], filter='id != ""'
+        )
+        while batch := iterator.next():
+            for row in batch:
+                duplicates += row["id"] in seen
+                seen[row["id"]] = (row["text"], row["metadata"] or {})
+        iterator.close()
+    finally:
+        client.close()
+    assert count[0]["count(*)"] == N
+    assert duplicates == 0
+    assert set(seen) == set(want)
+    assert seen == want
+
+
+def mid_run(stack: Stack, jobs: list[Job], batches: int = 10) -> None:
+    """Wait until some batches are stored but most are not."""
+
+    def progressed() -> bool:
+        state = stack.status(jobs[0].id)
+        return state is not None and state.batches_done >= batches
+
+    wait_until(progressed, 120, f"{batches} batches to be stored")
+    state = stack.status(jobs[1].id)
+    assert state is not None and not state.finished, "too late: the run was already over"
+
+
+def assert_clean(stack: Stack, jobs: list[Job]) -> None:
+    for state in stack.wait_finished([job.id for job in jobs]):
+        assert state.ok, state
+        assert state.batches_failed == 0
+
+
+def test_worker_process_sigkilled_mid_batch_then_a_new_worker(stack: Stack) -> None:
+    first = stack.start_worker("first")
+    collection, tag = unique("kill"), unique("k")
+    jobs = submit(stack, collection, tag)
+    mid_run(stack, jobs)
+    # a pool process dies mid-batch: the pool replaces it, its batch is redelivered
+    os_kill(children(first.pid)[0])
+    time.sleep(1)
+    # then the whole node dies without warning; a new node takes over its batches
+    kill(first, signal.SIGKILL)
+    stack.start_worker("second")
+    assert_clean(stack, jobs)
+    verify(stack, collection, tag)
+
+
+def test_worker_sigterm_warm_shutdown_mid_run(stack: Stack) -> None:
+    first = stack.start_worker("first")
+    collection, tag = unique("term"), unique("t")
+    jobs = submit(stack, collection, tag)
+    mid_run(stack, jobs)
+    first.send_signal(signal.SIGTERM)
+    assert first.process.wait(timeout=60) == 0  # warm: finishes its batches and exits
+    stack.start_worker("second")
+    assert_clean(stack, jobs)
+    verify(stack, collection, tag)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_milvus_lite_server_killed_while_two_processes_write(stack: Stack, sig: int) -> None:
+    stack.start_worker("writers", concurrency=2)
+    collection, tag = unique("store"), unique("s")
+    jobs = submit(stack, collection, tag)
+    mid_run(stack, jobs)
+    assert stack.store is not None
+    kill(stack.store, sig)
+    time.sleep(4)  # batches fail and retry with backoff meanwhile
+    stack.start_store()
+    assert_clean(stack, jobs)
+    verify(stack, collection, tag)
+    assert b"Retry in" in b"".join(w.output() for w in stack.workers)
+
+    # After a graceful stop and a restart, every acknowledged write is still there.
+    stack.store.stop(timeout=60)
+    stack.start_store()
+    verify(stack, collection, tag)
+
+
+def test_redis_restarted_mid_run_loses_no_queued_batch(stack: Stack) -> None:
+    stack.start_worker("consumer", concurrency=2)
+    collection, tag = unique("redis"), unique("r")
+    jobs = submit(stack, collection, tag)
+    mid_run(stack, jobs)
+    assert stack.redis is not None
+    stack.redis.stop(timeout=30)  # SIGTERM: Redis writes its AOF and exits
+    time.sleep(3)
+    stack.start_redis()  # same port, same AOF
+    assert_clean(stack, jobs)
+    verify(stack, collection, tag)
+
+
+def test_redis_down_when_submitting_is_a_clear_error_and_resubmitting_is_safe(
+    stack: Stack,
+) -> None:
+    collection, tag = unique("down"), unique("d")
+    with_ids, ids, metadata, _without = texts(tag)
+    assert stack.redis is not None
+    settings = stack.settings()
+
+    # Redis down before the call: a typed error, and nothing was queued
+    stack.redis.stop(timeout=30)
+    with EmbeddingProducer(settings) as producer, pytest.raises(BrokerUnavailableError) as info:
+        producer.submit(with_ids, ids=ids, metadata=metadata, collection=collection)
+    assert "nothing was queued" in str(info.value)
+
+    # Redis dies in the middle of a submit: the error says what was already queued
+    stack.start_redis()
+
+    def dies_midway() -> Iterator[tuple[str, str | None, dict[str, Any] | None]]:
+        for i, (text, key, meta) in enumerate(zip(with_ids, ids, metadata, strict=True)):
+            if i == 5 * 256 + 10:
+                assert stack.redis is not None
+                kill(stack.redis, signal.SIGKILL)
+            yield text, key, meta
+
+    with EmbeddingProducer(settings) as producer, pytest.raises(BrokerUnavailableError) as info:
+        producer.submit_records(dies_midway(), collection=collection)
+    message = str(info.value)
+    assert "after 5 batches" in message and "will still be stored" in message
+    assert "Submit the same texts again" in message
+
+    # Those 5 batches were durable (AOF) and are stored once a worker runs
+    stack.start_redis()
+    stack.start_worker("late")
+    client = MilvusClient(uri=stack.milvus_uri)
+    wait_until(
+        lambda: (
+            client.has_collection(collection)
+            and client.query(collection, output_fields=["count(*)"], consistency_level="Strong")[0][
+                "count(*)"
+            ]
+            == 5 * 256
+        ),
+        120,
+        "the 5 queued batches",
+    )
+    client.close()
+    # Submitting everything again stores each text exactly once
+    assert_clean(stack, submit(stack, collection, tag))
+    verify(stack, collection, tag)
+
+
+def test_a_batch_delivered_twice_is_stored_and_counted_once(stack: Stack) -> None:
+    """What a redelivery after the visibility timeout would do: the same message runs twice,
+    even at the same moment in two processes."""
+    stack.start_worker("twice", concurrency=2)
+    settings = stack.settings()
+    collection = unique("twice")
+    texts_ = [f"delivered twice {i}" for i in range(200)]
+    with EmbeddingProducer(settings) as producer:
+        job = producer.start_job(collection)
+        producer._tracker.seal(job.id, 1, 200)
+        body = {"job_id": job.id, "batch": 0, "collection": collection,
+                "model": settings.model.name, "texts": texts_}  # fmt: skip
+        for _ in range(3):
+            producer._app.send_task("embedq.embed_batch", kwargs={"batch": body},
+                                    queue=f"embedq.embed.{settings.model.name}")  # fmt: skip
+        state = job.wait(timeout=60)
+        wait_until(lambda: b"".join(w.output() for w in stack.workers).count(job.id.encode()) >= 3,
+                   60, "all three deliveries")  # fmt: skip
+        assert job.status().texts_stored == 200 == state.texts_stored
+    client = MilvusClient(uri=stack.milvus_uri)
+    count = client.query(collection, output_fields=["count(*)"], consistency_level="Strong")
+    client.close()
+    assert count[0]["count(*)"] == 200
+
+
+def os_kill(pid: int) -> None:
+    import os
+
+    os.kill(pid, signal.SIGKILL)
