@@ -71,7 +71,6 @@ class Stack:
         self.store_kind = store
         self.redis_port = free_port()
         self.milvus_port = free_port()
-        self.etcd_port = free_port()
         self.redis: Service | None = None
         self.store: Service | None = None
         self.workers: list[Service] = []
@@ -134,21 +133,31 @@ class Stack:
             )
             timeout = 60.0
         else:
-            # The PyPI `milvus` package: a wrapper around a real `milvus run standalone`. Its
-            # process group is signalled as a whole, so the wrapper cannot restart its child.
-            binary = Path(sys.executable).parent / "milvus-server"
+            # A genuine `milvus run standalone` from the PyPI `milvus` package, on the same
+            # port at every restart (see tests/milvus_server.py).
+            script = str(ROOT / "tests" / "milvus_server.py")
             self.store = Service(
                 "milvus",
-                [
-                    str(binary), "--data", str(self.root / "milvus-server"),
-                    "--proxy-port", str(self.milvus_port), "--etcd-port", str(self.etcd_port),
-                ],
+                [sys.executable, script, str(self.root / "milvus-server"), str(self.milvus_port)],
                 self.root / "milvus-server.log",
                 group=True,
-            )  # fmt: skip
+            )
             timeout = 180.0
-        self.store.wait_ready(lambda: wait_for_port("127.0.0.1", self.milvus_port), timeout)
+        self.store.wait_ready(self._store_answers, timeout)
         return self.store
+
+    def _store_answers(self) -> bool:
+        """Ready when a client call succeeds: an open port alone is not a serving Milvus."""
+        if not wait_for_port("127.0.0.1", self.milvus_port):
+            return False
+        from pymilvus import MilvusClient
+
+        client = MilvusClient(uri=self.milvus_uri, timeout=3)
+        try:
+            client.list_collections()
+        finally:
+            client.close()
+        return True
 
     # -- workers ----------------------------------------------------------------------------
 

@@ -250,3 +250,48 @@ def os_kill(pid: int) -> None:
     import os
 
     os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def server_stack(tmp_path: Path) -> Iterator[Stack]:
+    """The same, on a real Milvus standalone server (the PyPI `milvus` package)."""
+    stack = Stack(tmp_path, store="server")
+    stack.start_redis()
+    stack.start_store()
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+def test_real_milvus_server_killed_then_stopped_while_two_processes_write(
+    server_stack: Stack,
+) -> None:
+    stack = server_stack
+    stack.start_worker("writers", concurrency=2)
+    assert stack.store is not None
+
+    # SIGKILL mid-run, restart: every text stored exactly once
+    killed, killed_tag = unique("srvkill"), unique("sk")
+    jobs = submit(stack, killed, killed_tag)
+    mid_run(stack, jobs)
+    kill(stack.store, signal.SIGKILL)
+    time.sleep(3)
+    stack.start_store()
+    assert_clean(stack, jobs)
+    verify(stack, killed, killed_tag)
+
+    # SIGTERM mid-run (a graceful stop while batches arrive), restart: the same
+    stopped, stopped_tag = unique("srvterm"), unique("st")
+    jobs = submit(stack, stopped, stopped_tag)
+    mid_run(stack, jobs)
+    kill(stack.store, signal.SIGTERM)
+    stack.start_store()
+    assert_clean(stack, jobs)
+    verify(stack, stopped, stopped_tag)
+
+    # A graceful stop and restart keeps every acknowledged write
+    kill(stack.store, signal.SIGTERM)
+    stack.start_store()
+    verify(stack, killed, killed_tag)
+    verify(stack, stopped, stopped_tag)
