@@ -6,7 +6,8 @@ For fault tests we need the same address on every restart, so this script prepar
 directory and configuration once with the package's helpers, then `exec`s the genuine
 `milvus run standalone` binary: a signal sent to this process reaches Milvus itself.
 
-Usage: python tests/milvus_server.py DATA_DIR PROXY_PORT
+Usage: python tests/milvus_server.py DATA_DIR PROXY_PORT [--auth]
+(--auth turns on Milvus's user authentication; the first user is root / Milvus.)
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sys
 from pathlib import Path
 
 
-def prepare(data: Path, proxy_port: int) -> dict[str, str]:
+def prepare(data: Path, proxy_port: int, auth: bool = False) -> dict[str, str]:
     """Unpack the binaries and write the config on first use; return the environment."""
     env_file = data / "embedq-env.json"
     if env_file.is_file():
@@ -35,7 +36,10 @@ def prepare(data: Path, proxy_port: int) -> dict[str, str]:
     # Milvus waits up to 30 minutes for a graceful stop by default; a test waits 30 s.
     config = data / "configs" / "milvus.yaml"
     text = config.read_text()
-    config.write_text(text.replace("gracefulStopTimeout: 1800", "gracefulStopTimeout: 30"))
+    text = text.replace("gracefulStopTimeout: 1800", "gracefulStopTimeout: 30")
+    if auth:
+        text = text.replace("authorizationEnabled: false", "authorizationEnabled: true")
+    config.write_text(text)
     metrics_port, sock = server.config.resolve_port(9091)
     sock.close()
     binary_dir = str(data / "bin")
@@ -52,7 +56,7 @@ def prepare(data: Path, proxy_port: int) -> dict[str, str]:
 def main() -> None:
     data, proxy_port = Path(sys.argv[1]).resolve(), int(sys.argv[2])
     data.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ) | prepare(data, proxy_port)
+    env = dict(os.environ) | prepare(data, proxy_port, auth="--auth" in sys.argv[3:])
     os.chdir(data)
     binary = str(data / "bin" / "milvus")
     os.execve(binary, [binary, "run", "standalone"], env)  # noqa: S606 - fixed argv

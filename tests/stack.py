@@ -66,9 +66,10 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 class Stack:
-    def __init__(self, root: Path, store: str = "lite") -> None:
+    def __init__(self, root: Path, store: str = "lite", milvus_auth: bool = False) -> None:
         self.root = root
         self.store_kind = store
+        self.milvus_auth = milvus_auth
         self.redis_port = free_port()
         self.milvus_port = free_port()
         self.redis: Service | None = None
@@ -138,7 +139,13 @@ class Stack:
             script = str(ROOT / "tests" / "milvus_server.py")
             self.store = Service(
                 "milvus",
-                [sys.executable, script, str(self.root / "milvus-server"), str(self.milvus_port)],
+                [
+                    sys.executable,
+                    script,
+                    str(self.root / "milvus-server"),
+                    str(self.milvus_port),
+                    *(["--auth"] if self.milvus_auth else []),
+                ],
                 self.root / "milvus-server.log",
                 group=True,
             )
@@ -152,7 +159,8 @@ class Stack:
             return False
         from pymilvus import MilvusClient
 
-        client = MilvusClient(uri=self.milvus_uri, timeout=3)
+        token = "root:Milvus" if self.milvus_auth else ""
+        client = MilvusClient(uri=self.milvus_uri, timeout=3, token=token)
         try:
             client.list_collections()
         finally:
