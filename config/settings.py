@@ -23,6 +23,7 @@ __all__ = [
     "BUNDLED_MODEL",
     "KNOWN_MODELS",
     "BatchSettings",
+    "FlowerSettings",
     "JobSettings",
     "MilvusSettings",
     "ModelSettings",
@@ -314,6 +315,23 @@ class JobSettings(BaseModel):
     )
 
 
+class FlowerSettings(BaseModel):
+    """Flower, the Celery dashboard (``embedq flower``)."""
+
+    address: str = Field("127.0.0.1", description="listen address")
+    port: int = Field(5555, ge=1, le=65535, description="listen port")
+    user: str | None = Field(None, description="basic-auth user")
+    password: SecretStr | None = Field(None, description="basic-auth password; never logged")
+
+    @model_validator(mode="after")
+    def _check_auth(self) -> FlowerSettings:
+        if (self.user is None) != (self.password is None):
+            raise ValueError(
+                "set both EMBEDQ_FLOWER__USER and EMBEDQ_FLOWER__PASSWORD (basic auth), or neither"
+            )
+        return self
+
+
 class StandaloneSettings(BaseModel):
     """The one-machine stack started by ``embedq standalone``."""
 
@@ -341,6 +359,7 @@ class Settings(BaseSettings):
     batch: BatchSettings = Field(default_factory=BatchSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
+    flower: FlowerSettings = Field(default_factory=FlowerSettings)
     standalone: StandaloneSettings = Field(default_factory=StandaloneSettings)
 
 

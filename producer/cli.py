@@ -92,6 +92,8 @@ def _parser() -> argparse.ArgumentParser:
     drop = dead_sub.add_parser("drop", help="delete a record")
     drop.add_argument("letter_id")
 
+    sub.add_parser("flower", help="run Flower, the Celery dashboard (EMBEDQ_FLOWER__* settings)")
+
     worker = sub.add_parser(
         "worker", help="run a Celery worker (extra arguments go to `celery worker`)"
     )
@@ -116,6 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args is None:
             return run_worker(settings, argv[1:])
         command = args.command
+        if command == "flower":
+            return run_flower(settings)
         if command == "standalone":
             from worker.standalone import run_standalone
 
@@ -324,6 +328,25 @@ def _letter_summary(letter: DeadLetter) -> dict[str, object]:
         "size": letter.size,
         "requeueable": letter.requeueable,
     }
+
+
+def run_flower(settings: Settings) -> int:
+    """``celery -A worker flower`` on the configured address, with basic auth passed through
+    the environment (a command-line argument would show the password in `ps`)."""
+    flower = settings.flower
+    env = dict(os.environ)
+    if flower.user is not None and flower.password is not None:
+        env["FLOWER_BASIC_AUTH"] = f"{flower.user}:{flower.password.get_secret_value()}"
+    elif flower.address not in {"127.0.0.1", "localhost", "::1"}:
+        raise ConfigError(
+            f"EMBEDQ_FLOWER__ADDRESS={flower.address} exposes Flower beyond this machine: set "
+            "EMBEDQ_FLOWER__USER and EMBEDQ_FLOWER__PASSWORD for basic auth"
+        )
+    argv = [sys.executable, "-m", "celery", "-A", "worker", "flower",
+            f"--address={flower.address}", f"--port={flower.port}"]  # fmt: skip
+    sys.stdout.flush()
+    os.execve(sys.executable, argv, env)  # noqa: S606 - fixed argv, no shell
+    return 0  # pragma: no cover - execve does not return
 
 
 def run_worker(settings: Settings, celery_args: Sequence[str]) -> int:
