@@ -141,6 +141,10 @@ class MilvusSettings(BaseModel):
     )
     metric_type: Literal["COSINE", "IP", "L2"] = Field("COSINE", description="search metric")
     timeout: float = Field(30.0, gt=0, description="seconds per Milvus call")
+    flush: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="flush after each batch before acknowledging it; auto = on Milvus Lite only",
+    )
     upsert_max_bytes: int = Field(
         8 * 1024 * 1024,
         ge=64 * 1024,

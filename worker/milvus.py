@@ -45,6 +45,7 @@ class MilvusStore:
         self._client: Any = None
         self._lock = threading.Lock()
         self._prepared: dict[str, ModelInfo] = {}
+        self._flush: bool | None = None if settings.flush == "auto" else settings.flush == "always"
 
     # -- connection -------------------------------------------------------------------------
 
@@ -183,7 +184,19 @@ class MilvusStore:
                 ),
             )
             written += int(result.get("upsert_count", len(data)))
+        if self._should_flush():
+            # Milvus Lite acknowledges a write before it is safe from a crash of its process:
+            # flushing before the batch is acknowledged keeps at-least-once true there.
+            self._call(
+                "flush", lambda client: client.flush(collection, timeout=self._settings.timeout)
+            )
         return written
+
+    def _should_flush(self) -> bool:
+        if self._flush is None:
+            version = self._call("version", lambda client: str(client.get_server_version()))
+            self._flush = version.lower().startswith("milvus_lite")
+        return self._flush
 
     def search(
         self, collection: str, vector: Vectors, k: int, model: ModelInfo, filter: str = ""
