@@ -8,7 +8,6 @@ environment.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
@@ -17,7 +16,8 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validat
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from config.errors import ConfigError
-from config.names import COLLECTION_NAME, COLLECTION_RULE, MODEL_NAME
+from config.models import BUNDLED_MODEL, KNOWN_MODELS, ModelSettings
+from config.names import COLLECTION_NAME, COLLECTION_RULE
 
 __all__ = [
     "BUNDLED_MODEL",
@@ -37,24 +37,30 @@ __all__ = [
 
 ENV_PREFIX = "EMBEDQ_"
 
-#: The model shipped inside the ``worker`` package (distilled from all-MiniLM-L6-v2).
-BUNDLED_MODEL = "bundled"
-
-#: Short aliases of the Model2Vec models pymilvus's ``Model2VecEmbeddingFunction`` knows by name.
-KNOWN_MODELS: dict[str, str] = {
-    "potion-base-8M": "minishlab/potion-base-8M",
-    "potion-base-4M": "minishlab/potion-base-4M",
-    "potion-base-2M": "minishlab/potion-base-2M",
-    "potion-base-32M": "minishlab/potion-base-32M",
-    "potion-retrieval-32M": "minishlab/potion-retrieval-32M",
-}
-
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
 
 def env_name(loc: tuple[str | int, ...]) -> str:
     """The environment variable that sets the field at ``loc`` (``("redis", "url")``)."""
     return ENV_PREFIX + "__".join(str(part) for part in loc).upper()
+
+
+def _move_credentials(data: Any, url_key: str, user_key: str, password_key: str) -> Any:
+    """Strip ``user:password@`` from a URL field into the user and secret fields (values set
+    explicitly win)."""
+    if not isinstance(data, dict) or not isinstance(data.get(url_key), str):
+        return data
+    parts = urlsplit(data[url_key])
+    if parts.password is None and parts.username is None:
+        return data
+    host = parts.hostname or ""
+    data = dict(data)
+    data[url_key] = urlunsplit(
+        parts._replace(netloc=f"{host}:{parts.port}" if parts.port else host)
+    )
+    if parts.username and not data.get(user_key):
+        data[user_key] = unquote(parts.username)
+    if parts.password is not None and not data.get(password_key):
+        data[password_key] = unquote(parts.password)
+    return data
 
 
 class RedisSettings(BaseModel):
@@ -74,22 +80,9 @@ class RedisSettings(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _move_credentials_out_of_url(cls, data: Any) -> Any:
-        # A password written into the URL is moved into the SecretStr field, so that the URL
+        # A password written into the URL goes into the SecretStr field, so that the URL
         # itself can be shown in logs and reprs without leaking it.
-        if not isinstance(data, dict) or not isinstance(data.get("url"), str):
-            return data
-        parts = urlsplit(data["url"])
-        if parts.password is None and parts.username is None:
-            return data
-        host = parts.hostname or ""
-        netloc = f"{host}:{parts.port}" if parts.port else host
-        data = dict(data)
-        data["url"] = urlunsplit(parts._replace(netloc=netloc))
-        if parts.username and not data.get("username"):
-            data["username"] = unquote(parts.username)
-        if parts.password is not None and not data.get("password"):
-            data["password"] = unquote(parts.password)
-        return data
+        return _move_credentials(data, "url", "username", "password")
 
     @field_validator("url")
     @classmethod
@@ -155,23 +148,7 @@ class MilvusSettings(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _move_credentials_out_of_uri(cls, data: Any) -> Any:
-        # As for Redis: credentials written into the URI go to the secret fields, so the URI
-        # can appear in logs and error messages.
-        if not isinstance(data, dict) or not isinstance(data.get("uri"), str):
-            return data
-        parts = urlsplit(data["uri"])
-        if parts.password is None and parts.username is None:
-            return data
-        host = parts.hostname or ""
-        data = dict(data)
-        data["uri"] = urlunsplit(
-            parts._replace(netloc=f"{host}:{parts.port}" if parts.port else host)
-        )
-        if parts.username and not data.get("user"):
-            data["user"] = unquote(parts.username)
-        if parts.password is not None and not data.get("password"):
-            data["password"] = unquote(parts.password)
-        return data
+        return _move_credentials(data, "uri", "user", "password")
 
     @field_validator("uri")
     @classmethod
@@ -190,65 +167,6 @@ class MilvusSettings(BaseModel):
         if not COLLECTION_NAME.match(value):
             raise ValueError(f"{value!r} is not a valid collection name; {COLLECTION_RULE}")
         return value
-
-
-class ModelSettings(BaseModel):
-    """Which Model2Vec model the workers load."""
-
-    name: str = Field(
-        "minilm-l6-distilled",
-        description="short name: part of queue names, derived ids and the collection binding",
-    )
-    source: str = Field(
-        BUNDLED_MODEL,
-        description="`bundled`, a local folder, a hub id or a potion alias (potion-base-8M, ...)",
-    )
-    normalize: bool | None = Field(None, description="L2-normalise vectors; None = model default")
-    quantize_to: Literal["float16", "float32", "int8"] | None = Field(
-        None, description="quantise weights at load; None = as stored"
-    )
-    max_length: int | None = Field(512, gt=0, description="tokens per text seen by the model")
-
-    @field_validator("name")
-    @classmethod
-    def _check_name(cls, value: str) -> str:
-        if not MODEL_NAME.match(value):
-            raise ValueError(
-                f"{value!r} is not a valid model name; use 1-64 letters, digits, - or _"
-            )
-        return value
-
-    @field_validator("source")
-    @classmethod
-    def _check_source(cls, value: str) -> str:
-        value = value.strip()
-        if value == BUNDLED_MODEL or value in KNOWN_MODELS or _looks_like_path(value):
-            return value
-        if _HUB_ID.match(value):
-            return value
-        known = ", ".join([BUNDLED_MODEL, *KNOWN_MODELS])
-        raise ValueError(
-            f"unknown model {value!r}; use one of {known}, a hub id such as "
-            "minishlab/potion-base-8M, or a local folder path (./my-model or /abs/path)"
-        )
-
-    @property
-    def hub_id(self) -> str | None:
-        """The hub repository the source refers to, or None for bundled and local models."""
-        if self.source in KNOWN_MODELS:
-            return KNOWN_MODELS[self.source]
-        if self.source == BUNDLED_MODEL or _looks_like_path(self.source):
-            return None
-        return self.source
-
-
-def _looks_like_path(value: str) -> bool:
-    """A hub id is "org/name"; a value anchored like a path, one that exists on disk, or one
-    whose parent folder exists here ("models/mine" next to a models/ folder) is a folder, so
-    that a mistyped folder is reported missing instead of being asked of the hub."""
-    path = Path(value).expanduser()
-    anchored = value.startswith(("/", "./", "../", "~"))
-    return anchored or path.is_dir() or (len(path.parts) > 1 and path.parent.is_dir())
 
 
 class BatchSettings(BaseModel):

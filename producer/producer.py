@@ -7,9 +7,8 @@ never connects to Milvus.
 from __future__ import annotations
 
 import contextlib
-import json
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -25,9 +24,6 @@ from config.contract import (
     TASK_SEARCH,
     Hit,
     check_collection,
-    check_id,
-    check_metadata,
-    check_text,
     embed_queue,
     search_queue,
 )
@@ -44,13 +40,9 @@ from config.jobs import JobTracker
 from config.registry import CollectionRegistry
 from config.settings import Settings, load_settings
 from producer.job import Job
+from producer.records import Record, batches, check_items
 
 __all__ = ["EmbeddingProducer", "Record"]
-
-#: One item to embed: ``(text, id or None, metadata or None)``.
-Record = tuple[str, str | None, dict[str, Any] | None]
-
-_MAX_REPORTED = 10
 
 
 class EmbeddingProducer:
@@ -108,53 +100,7 @@ class EmbeddingProducer:
         metadata: Sequence[dict[str, Any] | None] | None = None,
     ) -> list[Record]:
         """The checked records of a :meth:`submit` call, or one error naming every problem."""
-        if isinstance(texts, str | bytes) or not isinstance(texts, Sequence):
-            raise InvalidInputError(
-                f"texts must be a list of str, got {type(texts).__name__}; wrap a single text "
-                "in a list"
-            )
-        if not texts:
-            raise InvalidInputError("texts is empty; pass at least one text")
-        for name, items in (("ids", ids), ("metadata", metadata)):
-            if items is None:
-                continue
-            if isinstance(items, str | bytes | dict) or not isinstance(items, Sequence):
-                raise InvalidInputError(f"{name} must be a list, got {type(items).__name__}")
-            if len(items) != len(texts):
-                raise InvalidInputError(
-                    f"got {len(items)} {name} for {len(texts)} texts; pass one per text "
-                    f"(or {name}=None)"
-                )
-        limits = self.settings.batch
-        problems: list[str] = []
-        records: list[Record] = []
-        seen: dict[str, int] = {}
-        for i, raw in enumerate(texts):
-            try:
-                text = check_text(raw, limits)
-                key = None
-                if ids is not None:
-                    key = check_id(ids[i], limits)
-                    if key in seen:
-                        raise InvalidInputError(f"duplicate id {key!r} (also at {seen[key]})")
-                    seen[key] = i
-                meta = check_metadata(None if metadata is None else metadata[i], limits)
-            except InvalidInputError as exc:
-                problems.append(f"item {i}: {exc}")
-                continue
-            records.append((text, key, meta or None))
-        if problems:
-            shown = "\n  ".join(problems[:_MAX_REPORTED])
-            more = (
-                f"\n  ... and {len(problems) - _MAX_REPORTED} more"
-                if len(problems) > _MAX_REPORTED
-                else ""
-            )
-            raise InvalidInputError(
-                f"{len(problems)} of {len(texts)} items are invalid; nothing was queued:\n  "
-                f"{shown}{more}"
-            )
-        return records
+        return check_items(texts, ids, metadata, self.settings.batch)
 
     def submit_records(self, records: Iterable[Record], collection: str | None = None) -> Job:
         """Queue already-checked records (from :meth:`validate` or a file reader), streaming:
@@ -167,7 +113,7 @@ class EmbeddingProducer:
         try:
             with self._app.producer_or_acquire() as publisher:
                 for index, chunk in enumerate(
-                    _batches(records, self.settings.batch.size, max_bytes)
+                    batches(records, self.settings.batch.size, max_bytes)
                 ):
                     self._send(publisher, job.id, index, name, chunk)
                     sent, texts = sent + 1, texts + len(chunk)
@@ -329,19 +275,3 @@ class EmbeddingProducer:
             return [Hit.model_validate(hit) for hit in payload["hits"]]
         except (KeyError, TypeError, ValidationError) as exc:
             raise SearchError(f"search answer does not follow the contract: {exc}") from None
-
-
-def _batches(records: Iterable[Record], size: int, max_bytes: int) -> Iterator[list[Record]]:
-    """Cut records into batches of at most ``size`` items and about ``max_bytes`` of JSON."""
-    chunk: list[Record] = []
-    used = 0
-    for record in records:
-        text, key, meta = record
-        weight = len(text.encode()) + len(key or "") + (len(json.dumps(meta)) if meta else 0) + 16
-        if chunk and (len(chunk) >= size or used + weight > max_bytes):
-            yield chunk
-            chunk, used = [], 0
-        chunk.append(record)
-        used += weight
-    if chunk:
-        yield chunk

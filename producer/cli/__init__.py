@@ -1,0 +1,135 @@
+"""The ``embedq`` command line.
+
+``ingest``, ``search`` and ``status`` need only Redis; ``worker`` and ``standalone`` hand over to
+the worker side (imported only when asked for, so the producer stays light).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from config.errors import (
+    BrokerUnavailableError,
+    ConfigError,
+    EmbedqError,
+    InvalidInputError,
+    JobNotFoundError,
+    JobTimeoutError,
+)
+from config.settings import load_settings
+from producer.cli.deadletters import dead_letters
+from producer.cli.exits import EXIT_FAILED, EXIT_INPUT, EXIT_TIMEOUT, EXIT_UNAVAILABLE, fail
+from producer.cli.ingest import ingest
+from producer.cli.lookup import search, status
+from producer.cli.processes import run_flower, run_worker
+from producer.producer import EmbeddingProducer
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="embedq", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ingest = sub.add_parser("ingest", help="queue the texts of a JSONL, CSV or text file")
+    ingest.add_argument("file", type=Path)
+    ingest.add_argument("--format", choices=["auto", "jsonl", "csv", "text"], default="auto")
+    ingest.add_argument(
+        "--collection", help="Milvus collection (default EMBEDQ_MILVUS__COLLECTION)"
+    )
+    ingest.add_argument("--text-field", default="text", help="JSONL/CSV field holding the text")
+    ingest.add_argument("--id-field", default="id", help="field holding the id (optional)")
+    ingest.add_argument("--metadata-field", default="metadata", help="field holding metadata")
+    ingest.add_argument(
+        "--skip-invalid", action="store_true", help="report bad lines, queue the rest"
+    )
+    ingest.add_argument("--wait", action="store_true", help="wait until every text is stored")
+    ingest.add_argument("--timeout", type=float, default=None, help="seconds --wait waits")
+    ingest.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    search = sub.add_parser("search", help="the stored texts nearest to a query")
+    search.add_argument("query")
+    search.add_argument("-k", type=int, default=5)
+    search.add_argument("--collection")
+    search.add_argument("--filter", default="", help='Milvus filter, e.g. metadata["topic"] == "x"')
+    search.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+    status = sub.add_parser("status", help="progress of a job")
+    status.add_argument("job_id")
+    status.add_argument("--json", action="store_true")
+
+    dead = sub.add_parser(
+        "dead-letters", help="messages that could not be stored: list, show, requeue"
+    )
+    dead_sub = dead.add_subparsers(dest="action", required=True)
+    listing = dead_sub.add_parser("list", help="newest first")
+    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--json", action="store_true")
+    show = dead_sub.add_parser("show", help="one record: why, when, and the message")
+    show.add_argument("letter_id")
+    show.add_argument(
+        "--body", action="store_true", help="print only the body, to edit and requeue"
+    )
+    requeue = dead_sub.add_parser("requeue", help="queue the items again (after fixing them)")
+    requeue.add_argument("letter_id")
+    requeue.add_argument(
+        "--body", type=Path, help="JSON file with the fixed body (from show --body)"
+    )
+    requeue.add_argument("--wait", action="store_true")
+    requeue.add_argument("--timeout", type=float, default=None)
+    drop = dead_sub.add_parser("drop", help="delete a record")
+    drop.add_argument("letter_id")
+
+    sub.add_parser("flower", help="run Flower, the Celery dashboard (EMBEDQ_FLOWER__* settings)")
+
+    worker = sub.add_parser(
+        "worker", help="run a Celery worker (extra arguments go to `celery worker`)"
+    )
+    worker.add_argument("celery_args", nargs="*", help="e.g. --concurrency 4 -n node1@%%h")
+
+    standalone = sub.add_parser(
+        "standalone", help="run Redis, a Milvus Lite server and workers on this machine"
+    )
+    standalone.add_argument("--data-dir", type=Path, help="default EMBEDQ_STANDALONE__DATA_DIR")
+    standalone.add_argument("--workers", type=int, help="default EMBEDQ_STANDALONE__WORKERS")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `embedq worker ...` passes every later argument to Celery untouched (argparse would try
+    # to read options such as --concurrency itself).
+    is_worker = bool(argv) and argv[0] == "worker" and not {"-h", "--help"} & set(argv[1:2])
+    args = None if is_worker else _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        if args is None:
+            return run_worker(settings, argv[1:])
+        command = args.command
+        if command == "flower":
+            return run_flower(settings)
+        if command == "standalone":
+            from worker.standalone import run_standalone
+
+            return run_standalone(settings, data_dir=args.data_dir, workers=args.workers)
+        with EmbeddingProducer(settings) as producer:
+            if command == "ingest":
+                return ingest(producer, args)
+            if command == "search":
+                return search(producer, args)
+            if command == "dead-letters":
+                return dead_letters(producer, args)
+            return status(producer, args)
+    except (InvalidInputError, ConfigError, JobNotFoundError) as exc:
+        return fail(exc, EXIT_INPUT)
+    except BrokerUnavailableError as exc:
+        return fail(exc, EXIT_UNAVAILABLE)
+    except JobTimeoutError as exc:
+        return fail(exc, EXIT_TIMEOUT)
+    except EmbedqError as exc:
+        return fail(exc, EXIT_FAILED)
+    except KeyboardInterrupt:
+        return 130

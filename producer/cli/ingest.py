@@ -1,0 +1,106 @@
+"""``embedq ingest``: check a whole file, queue it, and follow the job with progress bars."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Never
+
+from config.errors import (
+    InvalidInputError,
+    JobFailedError,
+    JobTimeoutError,
+)
+from producer.cli.exits import EXIT_FAILED, fail
+from producer.job import Job
+from producer.producer import EmbeddingProducer, Record
+from producer.readers import Format, check_record, detect_format, read_records
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
+__all__ = ["ingest"]
+
+
+def ingest(producer: EmbeddingProducer, args: argparse.Namespace) -> int:
+    path: Path = args.file
+    if not path.is_file():
+        raise InvalidInputError(f"{path} is not a file")
+    fmt: Format = detect_format(path) if args.format == "auto" else args.format
+    limits = producer.settings.batch
+
+    def raw() -> Iterator[Record | InvalidInputError]:
+        fields = (args.text_field, args.id_field, args.metadata_field)
+        for record in read_records(path, fmt, *fields):
+            try:
+                yield check_record(record, limits)
+            except InvalidInputError as exc:
+                yield exc
+
+    # First pass: check everything (constant memory) so that a bad line queues nothing.
+    total, problems = 0, []
+    for item in raw():
+        if isinstance(item, InvalidInputError):
+            problems.append(str(item))
+        else:
+            total += 1
+    if problems:
+        shown = "\n  ".join(problems[:20])
+        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        if not args.skip_invalid:
+            raise InvalidInputError(
+                f"{path}: {len(problems)} invalid records; nothing was queued (fix them, or "
+                f"pass --skip-invalid to queue the {total} valid ones):\n  {shown}{more}"
+            )
+        print(f"skipping {len(problems)} invalid records:\n  {shown}{more}", file=sys.stderr)
+    if total == 0:
+        raise InvalidInputError(f"{path}: no texts to ingest")
+
+    bar = _bar(total, "queued", args.quiet)
+
+    def records() -> Iterator[Record]:
+        for item in raw():
+            if not isinstance(item, InvalidInputError):
+                bar.update(1)
+                yield item
+
+    job = producer.submit_records(records(), collection=args.collection)
+    bar.close()
+    print(f"job {job.id}: {total} texts queued", file=sys.stderr)
+    print(job.id)
+    if args.wait:
+        return _wait(job, total, args.timeout, args.quiet)
+    return 0
+
+
+def _wait(job: Job, total: int, timeout: float | None, quiet: bool) -> int:
+    bar = _bar(total, "stored", quiet)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        status = job.status()
+        bar.n = status.texts_stored + status.texts_rejected
+        bar.refresh()
+        if status.finished:
+            break
+        if deadline is not None and time.monotonic() > deadline:
+            bar.close()
+            raise JobTimeoutError(
+                f"{status.summary()} after {timeout}s; check later: embedq status {job.id}"
+            )
+        time.sleep(0.2)
+    bar.close()
+    try:
+        job.wait(timeout=0)
+    except JobFailedError as exc:
+        return fail(exc, EXIT_FAILED)
+    print(status.summary(), file=sys.stderr)
+    return 0
+
+
+def _bar(total: int, unit: str, quiet: bool) -> tqdm[Never]:
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=" texts", desc=unit, disable=quiet, file=sys.stderr)
