@@ -9,13 +9,16 @@ import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
 from config.celeryconfig import make_celery
-from config.contract import embed_queue, search_queue
+from config.contract import TASK_EMBED, embed_queue, search_queue
+from config.jobs import JobTracker
 from config.settings import Settings, load_settings
+from producer import Job
 from worker.services import (
     MILVUS_LITE_STOP_SIGNAL,
     Service,
@@ -48,6 +51,36 @@ def unique(prefix: str = "t") -> str:
     return f"{prefix}_{uuid.uuid4().hex[:12]}"
 
 
+def process_env(redis_url: str, milvus_uri: str, extra: dict[str, str]) -> dict[str, str]:
+    """The environment of a child process (worker, CLI) pointed at the test servers: the
+    developer's EMBEDQ_* variables removed, the hub off limits."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EMBEDQ_")}
+    env.update(
+        EMBEDQ_REDIS__URL=redis_url,
+        EMBEDQ_MILVUS__URI=milvus_uri,
+        PYTHONPATH=str(ROOT),
+        HF_HUB_OFFLINE="1",
+    )
+    env.update(extra)
+    return env
+
+
+def queue_raw_batch(settings: Settings, body: dict[str, Any], copies: int = 1) -> Job:
+    """Put a batch straight on the queue as another client would (no producer checks), under a
+    fresh job of one batch; ``body`` gets the job id, batch 0 and the model filled in."""
+    client = redis.Redis.from_url(settings.redis.url)
+    tracker = JobTracker(client, 3600)
+    job = Job(uuid.uuid4().hex, tracker)
+    tracker.create(job.id, str(body.get("collection", "")), settings.model.name)
+    tracker.seal(job.id, 1, len(body.get("texts", [])))
+    message = {"job_id": job.id, "batch": 0, "model": settings.model.name} | body
+    app = make_celery(settings)
+    for _ in range(copies):
+        app.send_task(TASK_EMBED, kwargs={"batch": message}, queue=embed_queue(settings.model.name))
+    app.close()
+    return job
+
+
 # -- servers ---------------------------------------------------------------------------------
 
 
@@ -60,15 +93,7 @@ class Servers:
         self.logs = logs
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("EMBEDQ_")}
-        env.update(
-            EMBEDQ_REDIS__URL=self.redis_url,
-            EMBEDQ_MILVUS__URI=self.milvus_uri,
-            PYTHONPATH=str(ROOT),
-            HF_HUB_OFFLINE="1",
-        )
-        env.update(extra)
-        return env
+        return process_env(self.redis_url, self.milvus_uri, extra)
 
     def settings(self, **overrides: object) -> Settings:
         base: dict[str, object] = {

@@ -4,7 +4,6 @@ that a test may kill, stop and restart."""
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import sys
@@ -18,7 +17,7 @@ from config.celeryconfig import make_celery
 from config.contract import embed_queue, search_queue
 from config.jobs import JobStatus, JobTracker
 from config.settings import Settings, load_settings
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, process_env
 from worker.services import (
     MILVUS_LITE_STOP_SIGNAL,
     Service,
@@ -87,16 +86,7 @@ class Stack:
         return f"http://127.0.0.1:{self.milvus_port}"
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("EMBEDQ_")}
-        env.update(FAULT_SETTINGS)
-        env.update(
-            EMBEDQ_REDIS__URL=self.redis_url,
-            EMBEDQ_MILVUS__URI=self.milvus_uri,
-            PYTHONPATH=str(ROOT),
-            HF_HUB_OFFLINE="1",
-        )
-        env.update(extra)
-        return env
+        return process_env(self.redis_url, self.milvus_uri, FAULT_SETTINGS | extra)
 
     def settings(self) -> Settings:
         return load_settings(

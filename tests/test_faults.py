@@ -7,6 +7,7 @@ every id present once, text and metadata intact.
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from pymilvus import MilvusClient
 from config.contract import derive_id
 from config.errors import BrokerUnavailableError
 from producer import EmbeddingProducer, Job
-from tests.conftest import unique
+from tests.conftest import queue_raw_batch, unique
 from tests.stack import Stack, children, kill, wait_until
 
 pytestmark = pytest.mark.integration
@@ -28,15 +29,19 @@ WITH_IDS, WITHOUT_IDS = 12_000, 8_000
 N = WITH_IDS + WITHOUT_IDS
 
 
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    stack = Stack(tmp_path)
+def running(stack: Stack) -> Iterator[Stack]:
     stack.start_redis()
     stack.start_store()
     try:
         yield stack
     finally:
         stack.stop()
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    """Redis, a Milvus Lite server and (started by each test) workers of its own."""
+    yield from running(Stack(tmp_path))
 
 
 def texts(tag: str) -> tuple[list[str], list[str], list[dict[str, Any]], list[str]]:
@@ -116,7 +121,7 @@ def test_worker_process_sigkilled_mid_batch_then_a_new_worker(stack: Stack) -> N
     jobs = submit(stack, collection, tag)
     mid_run(stack, jobs)
     # a pool process dies mid-batch: the pool replaces it, its batch is redelivered
-    os_kill(children(first.pid)[0])
+    os.kill(children(first.pid)[0], signal.SIGKILL)
     time.sleep(1)
     # then the whole node dies without warning; a new node takes over its batches
     kill(first, signal.SIGKILL)
@@ -228,40 +233,24 @@ def test_a_batch_delivered_twice_is_stored_and_counted_once(stack: Stack) -> Non
     settings = stack.settings()
     collection = unique("twice")
     texts_ = [f"delivered twice {i}" for i in range(200)]
-    with EmbeddingProducer(settings) as producer:
-        job = producer.start_job(collection)
-        producer._tracker.seal(job.id, 1, 200)
-        body = {"job_id": job.id, "batch": 0, "collection": collection,
-                "model": settings.model.name, "texts": texts_}  # fmt: skip
-        for _ in range(3):
-            producer._app.send_task("embedq.embed_batch", kwargs={"batch": body},
-                                    queue=f"embedq.embed.{settings.model.name}")  # fmt: skip
-        state = job.wait(timeout=60)
-        wait_until(lambda: b"".join(w.output() for w in stack.workers).count(job.id.encode()) >= 3,
-                   60, "all three deliveries")  # fmt: skip
-        assert job.status().texts_stored == 200 == state.texts_stored
+    job = queue_raw_batch(settings, {"collection": collection, "texts": texts_}, copies=3)
+    state = job.wait(timeout=60)
+
+    def deliveries() -> int:
+        return b"".join(w.output() for w in stack.workers).count(job.id.encode())
+
+    wait_until(lambda: deliveries() >= 3, 60, "all three deliveries")
+    assert job.status().texts_stored == 200 == state.texts_stored
     client = MilvusClient(uri=stack.milvus_uri)
     count = client.query(collection, output_fields=["count(*)"], consistency_level="Strong")
     client.close()
     assert count[0]["count(*)"] == 200
 
 
-def os_kill(pid: int) -> None:
-    import os
-
-    os.kill(pid, signal.SIGKILL)
-
-
 @pytest.fixture
 def server_stack(tmp_path: Path) -> Iterator[Stack]:
     """The same, on a real Milvus standalone server (the PyPI `milvus` package)."""
-    stack = Stack(tmp_path, store="server")
-    stack.start_redis()
-    stack.start_store()
-    try:
-        yield stack
-    finally:
-        stack.stop()
+    yield from running(Stack(tmp_path, store="server"))
 
 
 def test_real_milvus_server_killed_then_stopped_while_two_processes_write(

@@ -17,7 +17,7 @@ from config.contract import embed_queue
 from config.errors import InvalidInputError, JobFailedError, SearchError
 from config.settings import Settings
 from producer import EmbeddingProducer
-from tests.conftest import CORPUS, ROOT, Servers, WorkerFactory, unique
+from tests.conftest import CORPUS, ROOT, Servers, WorkerFactory, queue_raw_batch, unique
 from worker.services import Service
 
 pytestmark = pytest.mark.integration
@@ -137,49 +137,19 @@ def test_message_with_one_bad_text_stores_the_rest_and_reports_it(
     collection = unique("mixed")
     texts: list[object] = [f"valid text {i}" for i in range(1000)]
     texts[417] = ""
-    with EmbeddingProducer(settings) as producer:
-        job = producer.start_job(collection)
-        producer._tracker.seal(job.id, 1, 1000)
-        producer._app.send_task(
-            "embedq.embed_batch",
-            kwargs={
-                "batch": {
-                    "job_id": job.id,
-                    "batch": 0,
-                    "collection": collection,
-                    "model": settings.model.name,
-                    "texts": texts,
-                }
-            },
-            queue=embed_queue(settings.model.name),
-        )
-        # Then the job reports the one rejected text, and the 999 others are stored
-        with pytest.raises(JobFailedError, match="item 417"):
-            job.wait(timeout=120)
-        assert job.status().texts_stored == 999
+    job = queue_raw_batch(settings, {"collection": collection, "texts": texts})
+    # Then the job reports the one rejected text, and the 999 others are stored
+    with pytest.raises(JobFailedError, match="item 417"):
+        job.wait(timeout=120)
+    assert job.status().texts_stored == 999
     assert len(stored_rows(servers, collection)) == 999
 
 
 def test_message_breaking_the_contract_fails_its_batch_and_the_worker_goes_on(
     worker: Service, settings: Settings
 ) -> None:
+    job = queue_raw_batch(settings, {"collection": "c", "texts": ["a"], "ids": [1, 2]})
     with EmbeddingProducer(settings) as producer:
-        job = producer.start_job("c")
-        producer._tracker.seal(job.id, 1, 1)
-        producer._app.send_task(
-            "embedq.embed_batch",
-            kwargs={
-                "batch": {
-                    "job_id": job.id,
-                    "batch": 0,
-                    "collection": "c",
-                    "model": settings.model.name,
-                    "texts": ["a"],
-                    "ids": [1, 2],
-                }
-            },
-            queue=embed_queue(settings.model.name),
-        )
         with pytest.raises(JobFailedError, match="InvalidMessageError"):
             job.wait(timeout=60)
         # the worker is still serving
