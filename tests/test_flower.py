@@ -3,19 +3,32 @@
 from __future__ import annotations
 
 import base64
+import json
 import secrets
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, Servers, free_port
+from config.settings import Settings
+from producer import EmbeddingProducer
+from tests.conftest import ROOT, Servers, free_port, unique
+from tests.stack import wait_until
 from worker.services import Service, wait_for_port
 
 pytestmark = pytest.mark.integration
+
+
+def fetch(url: str, auth: tuple[str, str]) -> str:
+    request = urllib.request.Request(url)  # noqa: S310 - a loopback test URL
+    token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+    request.add_header("Authorization", f"Basic {token}")
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        return str(response.read().decode())
 
 
 def get(url: str, auth: tuple[str, str] | None = None) -> int:
@@ -66,3 +79,48 @@ def test_flower_beyond_loopback_without_auth_is_refused(servers: Servers) -> Non
     )  # fmt: skip
     assert result.returncode == 2
     assert "EMBEDQ_FLOWER__USER" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_flower_shows_the_worker_and_the_tasks_of_a_real_ingest(
+    servers: Servers, worker: Service, settings: Settings, tmp_path: Path
+) -> None:
+    # Given Flower watching the shared worker
+    auth = ("ops", "pw-" + secrets.token_hex(6))
+    port = free_port()
+    flower = Service(
+        "flower-watch",
+        [sys.executable, "-m", "producer.cli", "flower"],
+        tmp_path / "flower.log",
+        env=servers.env(
+            EMBEDQ_FLOWER__PORT=str(port),
+            EMBEDQ_FLOWER__USER=auth[0],
+            EMBEDQ_FLOWER__PASSWORD=auth[1],
+        ),
+        cwd=ROOT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        flower.wait_ready(lambda: wait_for_port("127.0.0.1", port), timeout=60)
+        time.sleep(2)  # let Flower subscribe to the event stream before the work starts
+        # When texts are ingested
+        with EmbeddingProducer(settings) as producer:
+            producer.submit(
+                [f"watched text {i}" for i in range(600)], collection=unique("fl")
+            ).wait(120)
+
+        # Then its API lists the worker and the completed embed tasks by name
+        def tasks() -> dict[str, dict[str, object]]:
+            body = fetch(f"{base}/api/tasks?taskname=embedq.embed_batch&state=SUCCESS", auth)
+            found: dict[str, dict[str, object]] = json.loads(body)
+            return found
+
+        wait_until(lambda: len(tasks()) >= 3, 60, "Flower to see the 3 batches")
+        assert all(t["name"] == "embedq.embed_batch" for t in tasks().values())
+        workers = json.loads(fetch(f"{base}/api/workers?refresh=1", auth))
+        assert any(name.startswith("shared@") for name in workers)
+        # and its Prometheus metrics count them
+        metrics = fetch(f"{base}/metrics", auth)
+        assert 'task="embedq.embed_batch"' in metrics and 'type="task-succeeded"' in metrics
+        assert "flower_worker_online" in metrics
+    finally:
+        flower.stop(timeout=20)

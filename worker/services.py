@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import IO
 
 from config.errors import ConfigError, EmbedqError
+from config.settings import Settings
 
 __all__ = [
     "MILVUS_LITE_STOP_SIGNAL",
     "Service",
     "ServiceError",
     "find_redis_server",
+    "flower_command",
     "milvus_lite_command",
     "port_is_free",
     "redis_command",
@@ -242,6 +244,25 @@ def milvus_lite_command(port: int, data_dir: Path, host: str = "127.0.0.1") -> l
         sys.executable, "-c", code, "server",
         "--data-dir", str(data_dir), "--host", host, "--port", str(port),
     ]  # fmt: skip
+
+
+def flower_command(settings: Settings) -> tuple[list[str], dict[str, str]]:
+    """``celery -A worker flower`` on the configured address, and the environment that gives it
+    basic auth (a command-line argument would show the password in `ps`)."""
+    flower = settings.flower
+    env: dict[str, str] = {}
+    if flower.user is not None and flower.password is not None:
+        env["FLOWER_BASIC_AUTH"] = f"{flower.user}:{flower.password.get_secret_value()}"
+    elif flower.address not in {"127.0.0.1", "localhost", "::1"}:
+        raise ConfigError(
+            f"EMBEDQ_FLOWER__ADDRESS={flower.address} exposes Flower beyond this machine: set "
+            "EMBEDQ_FLOWER__USER and EMBEDQ_FLOWER__PASSWORD for basic auth"
+        )
+    argv = [
+        sys.executable, "-m", "celery", "-A", "worker", "flower",
+        f"--address={flower.address}", f"--port={flower.port}",
+    ]  # fmt: skip
+    return argv, env
 
 
 def worker_command(

@@ -27,6 +27,7 @@ from worker.services import (
     MILVUS_LITE_STOP_SIGNAL,
     Service,
     ServiceError,
+    flower_command,
     milvus_lite_command,
     port_is_free,
     redis_command,
@@ -61,7 +62,10 @@ def _local_endpoint(url: str, variable: str, default_port: int) -> tuple[str, in
 
 
 def run_standalone(
-    settings: Settings, data_dir: Path | None = None, workers: int | None = None
+    settings: Settings,
+    data_dir: Path | None = None,
+    workers: int | None = None,
+    flower: bool = False,
 ) -> int:
     """Run the stack until a signal arrives; returns the exit code."""
     data = (data_dir or settings.standalone.data_dir).expanduser().resolve()
@@ -125,6 +129,15 @@ def run_standalone(
         )
         control.close()
         _say(f"{count} worker processes ready (model {name}); logs in {logs}")
+        if flower:
+            argv, auth = flower_command(settings)
+            dashboard = Service("flower", argv, logs / "flower.log", env=dict(os.environ) | auth)
+            services.append(dashboard)
+            address, port = settings.flower.address, settings.flower.port
+            dashboard.wait_ready(
+                lambda: wait_for_port(address, port), timeout=60, cancelled=stop.is_set
+            )
+            _say(f"flower ready on http://{address}:{port}")
         _say("ready: queue texts with `embedq ingest FILE --wait`; Ctrl-C stops everything")
 
         while not stop.is_set():

@@ -95,6 +95,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     standalone.add_argument("--data-dir", type=Path, help="default EMBEDQ_STANDALONE__DATA_DIR")
     standalone.add_argument("--workers", type=int, help="default EMBEDQ_STANDALONE__WORKERS")
+    standalone.add_argument(
+        "--flower", action="store_true", help="also run Flower (EMBEDQ_FLOWER__* settings)"
+    )
     return parser
 
 
@@ -114,7 +117,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command == "standalone":
             from worker.standalone import run_standalone
 
-            return run_standalone(settings, data_dir=args.data_dir, workers=args.workers)
+            return run_standalone(
+                settings, data_dir=args.data_dir, workers=args.workers, flower=args.flower
+            )
         with EmbeddingProducer(settings) as producer:
             if command == "ingest":
                 return ingest(producer, args)

@@ -5,16 +5,9 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from config.contract import embed_queue, search_queue
-from config.errors import (
-    ConfigError,
-)
 from config.settings import Settings
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["run_flower", "run_worker"]
 
@@ -22,17 +15,10 @@ __all__ = ["run_flower", "run_worker"]
 def run_flower(settings: Settings) -> int:
     """``celery -A worker flower`` on the configured address, with basic auth passed through
     the environment (a command-line argument would show the password in `ps`)."""
-    flower = settings.flower
-    env = dict(os.environ)
-    if flower.user is not None and flower.password is not None:
-        env["FLOWER_BASIC_AUTH"] = f"{flower.user}:{flower.password.get_secret_value()}"
-    elif flower.address not in {"127.0.0.1", "localhost", "::1"}:
-        raise ConfigError(
-            f"EMBEDQ_FLOWER__ADDRESS={flower.address} exposes Flower beyond this machine: set "
-            "EMBEDQ_FLOWER__USER and EMBEDQ_FLOWER__PASSWORD for basic auth"
-        )
-    argv = [sys.executable, "-m", "celery", "-A", "worker", "flower",
-            f"--address={flower.address}", f"--port={flower.port}"]  # fmt: skip
+    from worker.services import flower_command
+
+    argv, extra_env = flower_command(settings)
+    env = dict(os.environ) | extra_env
     sys.stdout.flush()
     os.execve(sys.executable, argv, env)  # noqa: S606 - fixed argv, no shell
     return 0  # pragma: no cover - execve does not return
