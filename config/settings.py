@@ -207,6 +207,9 @@ class WorkerSettings(BaseModel):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="worker log level"
     )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="worker log lines: text, or one JSON object per line"
+    )
 
     @model_validator(mode="after")
     def _check_limits(self) -> WorkerSettings:

@@ -157,3 +157,37 @@ def test_console_script_is_installed() -> None:
     assert result.returncode == 0
     for command in ("ingest", "search", "status", "worker", "standalone"):
         assert command in result.stdout
+
+
+def test_worker_logs_one_json_line_per_batch(servers: Servers, tmp_path: Path) -> None:
+    from config.settings import load_settings
+    from producer import EmbeddingProducer
+
+    model = unique("jsonlog")
+    service = Service(
+        "json-worker",
+        [sys.executable, "-m", "producer.cli", "worker", "--log-format", "json",
+         "--concurrency", "1", "-n", f"{model}@%h"],
+        tmp_path / "json.log",
+        env=servers.env(EMBEDQ_MODEL__NAME=model),
+        cwd=ROOT,
+    )  # fmt: skip
+    try:
+        service.wait_ready(lambda: b"ready." in service.output(), timeout=120)
+        settings = load_settings(
+            redis={"url": servers.redis_url}, milvus={"uri": servers.milvus_uri},
+            model={"name": model},
+        )  # fmt: skip
+        with EmbeddingProducer(settings) as producer:
+            job = producer.submit([f"logged {i}" for i in range(600)], collection=unique("lg"))
+            job.wait(timeout=120)
+    finally:
+        service.stop(timeout=60)
+    lines = [
+        json.loads(line) for line in service.output().decode().splitlines() if line.startswith("{")
+    ]
+    batches = [line for line in lines if line.get("job_id") == job.id]
+    assert sorted(line["batch"] for line in batches) == [0, 1, 2]
+    for line in batches:
+        assert line["outcome"] == "ok" and line["texts"] == line["stored"] > 0
+        assert isinstance(line["seconds"], float) and line["level"] == "INFO"

@@ -168,7 +168,7 @@ def test_worker_loads_the_model_once_per_process_at_start(
     # Then each process has loaded the model exactly once, before any task (not lazily)
     output = fresh.output().decode()
     assert output.count("loaded model") == 3
-    assert "job=" not in output
+    assert "job_id=" not in output
 
 
 def test_worker_with_a_model_that_cannot_load_refuses_to_start(

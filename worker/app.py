@@ -10,7 +10,7 @@ from celery import Celery, signals
 from config.celeryconfig import make_celery
 from config.errors import ConfigError, ModelLoadError
 from config.settings import Settings
-from worker import runtime
+from worker import logs, runtime
 from worker.consumer import guarded_consumer
 from worker.encoder import check_source
 from worker.tasks import record_failure, register_tasks
@@ -28,6 +28,7 @@ def create_app(settings: Settings) -> Celery:
     # A child loading a large model must not be taken for a hung one (the default is 4 s).
     app.conf.worker_proc_alive_timeout = 120.0
     register_tasks(app, settings)
+    logs.install(settings)
 
     def check_model(**_: Any) -> None:
         # Before forking: a model that cannot load must stop the worker at start-up, not

@@ -86,16 +86,16 @@ def register_tasks(app: Celery, settings: Settings) -> None:
                 job_id=message.job_id,
                 batch=message.batch,
             )
-        log.info(
-            "job=%s batch=%d texts=%d stored=%d rejected=%d seconds=%.3f outcome=%s",
-            message.job_id,
-            message.batch,
-            len(message.texts),
-            outcome.stored,
-            len(outcome.rejected),
-            time.perf_counter() - started,
-            "partial" if outcome.rejected else "ok",
-        )
+        fields = {
+            "job_id": message.job_id,
+            "batch": message.batch,
+            "texts": len(message.texts),
+            "stored": outcome.stored,
+            "rejected": len(outcome.rejected),
+            "seconds": round(time.perf_counter() - started, 3),
+            "outcome": "partial" if outcome.rejected else "ok",
+        }
+        log.info(" ".join(f"{k}={v}" for k, v in fields.items()), extra=fields)
 
     def search_task(query: Any = None, *extra: Any, **unknown: Any) -> dict[str, Any]:
         # Errors travel back as data: the producer never has to unpickle or import them.
@@ -136,7 +136,8 @@ def record_failure(settings: Settings, task_name: str, kwargs: dict[str, Any], e
     job_id = raw.get("job_id") if isinstance(raw, dict) else None
     index = raw.get("batch") if isinstance(raw, dict) else None
     reason = f"{type(exc).__name__}: {exc}"
-    log.error("job=%s batch=%s outcome=failed reason=%s", job_id, index, reason)
+    fields = {"job_id": job_id, "batch": index, "outcome": "failed", "reason": reason}
+    log.error(" ".join(f"{k}={v}" for k, v in fields.items()), extra=fields)
     try:
         runtime.dead_letters(settings).add(
             "invalid-message" if isinstance(exc, InvalidMessageError) else "failed",

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from config.contract import embed_queue, search_queue
+from config.errors import InvalidInputError
 from config.settings import Settings
 
 __all__ = ["run_flower", "run_worker"]
@@ -28,6 +29,18 @@ def run_worker(settings: Settings, celery_args: Sequence[str]) -> int:
     """``embedq worker`` = ``celery -A worker worker`` with embedq's queues and concurrency."""
     argv = ["celery", "-A", "worker", "worker", "--loglevel", settings.worker.log_level]
     extra = list(celery_args)
+    # --log-format is ours, not Celery's: it travels to the worker as its setting.
+    for flag in ("--log-format=json", "--log-format=text"):
+        if flag in extra:
+            extra.remove(flag)
+            os.environ["EMBEDQ_WORKER__LOG_FORMAT"] = flag.split("=")[1]
+    if "--log-format" in extra:
+        at = extra.index("--log-format")
+        value = extra[at + 1] if at + 1 < len(extra) else ""
+        if value not in ("json", "text"):
+            raise InvalidInputError("--log-format takes json or text")
+        os.environ["EMBEDQ_WORKER__LOG_FORMAT"] = value
+        del extra[at : at + 2]
     if not any(a in ("-Q", "--queues") or a.startswith("--queues=") for a in extra):
         name = settings.model.name
         argv += ["-Q", f"{embed_queue(name)},{search_queue(name)}"]
