@@ -18,11 +18,13 @@ from typing import Any, Literal
 import redis
 from redis.typing import EncodableT, FieldT
 
-__all__ = ["DeadLetter", "DeadLetters", "Kind"]
+__all__ = ["MAX_BODY_BYTES", "MAX_RAW_BYTES", "DeadLetter", "DeadLetters", "Kind"]
 
 Kind = Literal["undecodable", "unknown-task", "invalid-message", "oversized", "failed", "rejected"]
 
 MAX_RAW_BYTES = 64 * 1024
+#: Bodies larger than this are kept as their first MAX_RAW_BYTES only.
+MAX_BODY_BYTES = 1024 * 1024
 _INDEX = "embedq:dead"
 
 
@@ -35,6 +37,8 @@ class DeadLetter:
     reason: str
     when: float
     task: str = ""
+    #: The Celery task id of the message (its ``id`` header), when it had one.
+    message_id: str = ""
     queue: str = ""
     job_id: str = ""
     batch: int | None = None
@@ -71,17 +75,22 @@ class DeadLetters:
         body: Any = None,
         raw: bytes | None = None,
         task: str = "",
+        message_id: str = "",
         queue: str = "",
         job_id: str = "",
         batch: int | None = None,
         size: int = 0,
+        letter_id: str | None = None,
     ) -> str:
+        """Record a dead letter; with ``letter_id``, at most once (a redelivered batch must not
+        leave two records)."""
         letter = DeadLetter(
-            id=uuid.uuid4().hex,
+            id=letter_id or uuid.uuid4().hex,
             kind=kind,
             reason=reason[:4000],
             when=time.time(),
             task=task[:200],
+            message_id=message_id[:200],
             queue=queue[:200],
             job_id=job_id[:64],
             batch=batch,
@@ -96,6 +105,8 @@ class DeadLetters:
         }
         record["body"] = json.dumps(body, ensure_ascii=False, default=repr)
         record["batch"] = "" if batch is None else str(batch)
+        if letter_id is not None and self._redis.exists(self._key(letter.id)):
+            return letter.id
         pipe = self._redis.pipeline()
         pipe.hset(self._key(letter.id), mapping=record)
         pipe.zadd(_INDEX, {letter.id: letter.when})
@@ -133,6 +144,7 @@ class DeadLetters:
             reason=record["reason"],
             when=float(record["when"]),
             task=record.get("task", ""),
+            message_id=record.get("message_id", ""),
             queue=record.get("queue", ""),
             job_id=record.get("job_id", ""),
             batch=int(record["batch"]) if record.get("batch") else None,

@@ -43,23 +43,43 @@ def env_name(loc: tuple[str | int, ...]) -> str:
     return ENV_PREFIX + "__".join(str(part) for part in loc).upper()
 
 
+def _redact(url: str) -> str:
+    """A URL fit for an error message: no user information and no query string (either may
+    hold a password, and a password with / # ? @ in it breaks URL parsing)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return "<not a URL>" if "@" in url else url
+    if "@" in rest:
+        rest = "***@" + rest.rsplit("@", 1)[1]
+    return f"{scheme}://{rest.split('?', 1)[0]}"
+
+
+def _no_secret_in_query(url: str, variable: str, field: str) -> None:
+    query = urlsplit(url).query.lower()
+    if "password" in query or "token" in query:
+        raise ValueError(
+            f"{variable} carries a secret in its query string; put it in {field} instead "
+            "(secrets in URLs end up in logs)"
+        )
+
+
 def _move_credentials(data: Any, url_key: str, user_key: str, password_key: str) -> Any:
-    """Strip ``user:password@`` from a URL field into the user and secret fields (values set
-    explicitly win)."""
+    """Move ``user:password@`` out of a URL field into the user and secret fields (values set
+    explicitly win). The user information ends at the last ``@``, so a password holding
+    / # ? or @ is read whole rather than spilling into the path."""
     if not isinstance(data, dict) or not isinstance(data.get(url_key), str):
         return data
-    parts = urlsplit(data[url_key])
-    if parts.password is None and parts.username is None:
+    scheme, sep, rest = data[url_key].partition("://")
+    if not sep or "@" not in rest:
         return data
-    host = parts.hostname or ""
+    userinfo, _, location = rest.rpartition("@")
+    user, colon, password = userinfo.partition(":")
     data = dict(data)
-    data[url_key] = urlunsplit(
-        parts._replace(netloc=f"{host}:{parts.port}" if parts.port else host)
-    )
-    if parts.username and not data.get(user_key):
-        data[user_key] = unquote(parts.username)
-    if parts.password is not None and not data.get(password_key):
-        data[password_key] = unquote(parts.password)
+    data[url_key] = f"{scheme}://{location}"
+    if user and not data.get(user_key):
+        data[user_key] = unquote(user)
+    if colon and not data.get(password_key):
+        data[password_key] = unquote(password)
     return data
 
 
@@ -87,18 +107,22 @@ class RedisSettings(BaseModel):
     @field_validator("url")
     @classmethod
     def _check_url(cls, value: str) -> str:
+        _no_secret_in_query(value, "EMBEDQ_REDIS__URL", "EMBEDQ_REDIS__PASSWORD")
         parts = urlsplit(value)
         if parts.scheme not in {"redis", "rediss", "unix"}:
             raise ValueError(
-                f"{value!r} is not a Redis URL; use redis://HOST:PORT/DB, rediss://HOST:PORT/DB "
+                f"{_redact(value)!r} is not a Redis URL; use redis://HOST:PORT/DB, "
+                "rediss://HOST:PORT/DB "
                 "(TLS) or unix:///path/to/redis.sock"
             )
         if parts.scheme != "unix" and not parts.hostname:
-            raise ValueError(f"{value!r} has no host; use redis://HOST:PORT/DB")
+            raise ValueError(f"{_redact(value)!r} has no host; use redis://HOST:PORT/DB")
         try:
             parts.port  # noqa: B018 - raises ValueError on a bad port
         except ValueError:
-            raise ValueError(f"{value!r} has an invalid port; use a number 1-65535") from None
+            raise ValueError(
+                f"{_redact(value)!r} has an invalid port; use a number 1-65535"
+            ) from None
         return value
 
     def connection_url(self) -> str:
@@ -153,10 +177,17 @@ class MilvusSettings(BaseModel):
     @field_validator("uri")
     @classmethod
     def _check_uri(cls, value: str) -> str:
+        _no_secret_in_query(value, "EMBEDQ_MILVUS__URI", "EMBEDQ_MILVUS__TOKEN")
         parts = urlsplit(value)
+        if parts.username is not None or "@" in parts.netloc:
+            raise ValueError(
+                f"{_redact(value)!r} has credentials that could not be read; set "
+                "EMBEDQ_MILVUS__USER and EMBEDQ_MILVUS__PASSWORD"
+            )
         if parts.scheme not in {"http", "https", "tcp", "grpc"} or not parts.hostname:
             raise ValueError(
-                f"{value!r} is not a Milvus server address; use http://HOST:19530 (start one "
+                f"{_redact(value)!r} is not a Milvus server address; use http://HOST:19530 "
+                "(start one "
                 "with `embedq standalone`, or a Milvus server)"
             )
         return value
@@ -191,7 +222,9 @@ class WorkerSettings(BaseModel):
     concurrency: int | None = Field(None, ge=1, description="processes per worker; None = cores")
     time_limit: int = Field(300, ge=5, description="hard limit of one task (seconds)")
     soft_time_limit: int = Field(240, ge=1, description="soft limit; the task gives up cleanly")
-    max_retries: int = Field(8, ge=0, description="retries on transient store/broker errors")
+    max_retries: int = Field(
+        20, ge=0, description="retries on transient store/broker errors (about 15 min in all)"
+    )
     retry_backoff_max: int = Field(120, ge=1, description="longest wait between retries (s)")
     visibility_timeout: int = Field(
         3600,
@@ -220,11 +253,13 @@ class WorkerSettings(BaseModel):
             )
         # A task still running (or waiting for its retry ETA) when the visibility timeout ends
         # is handed to a second worker: keep the timeout above both.
-        floor = self.time_limit + self.retry_backoff_max
+        # A retry waiting for its countdown may then wait for a busy process to finish its
+        # task, hence two time limits.
+        floor = 2 * self.time_limit + self.retry_backoff_max
         if self.visibility_timeout <= floor:
             raise ValueError(
                 f"EMBEDQ_WORKER__VISIBILITY_TIMEOUT ({self.visibility_timeout}) must exceed "
-                f"EMBEDQ_WORKER__TIME_LIMIT + EMBEDQ_WORKER__RETRY_BACKOFF_MAX ({floor}), or "
+                f"2 x EMBEDQ_WORKER__TIME_LIMIT + EMBEDQ_WORKER__RETRY_BACKOFF_MAX ({floor}), or "
                 "Redis hands a long task to a second worker while the first still runs it"
             )
         return self

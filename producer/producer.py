@@ -108,8 +108,9 @@ class EmbeddingProducer:
         name = self._collection(collection)
         job = self.start_job(name)
         sent = texts = 0
-        # Half the worker's limit leaves room for the envelope and JSON escaping.
-        max_bytes = self.settings.worker.max_message_bytes // 2
+        # The worker refuses bodies over its limit: leave room for the envelope.
+        limit = self.settings.worker.max_message_bytes
+        max_bytes = limit - min(64 * 1024, limit // 8)
         try:
             with self._app.producer_or_acquire() as publisher:
                 for index, chunk in enumerate(
@@ -140,11 +141,15 @@ class EmbeddingProducer:
                 f"Redis at {self.settings.redis.url} is unreachable ({exc}); nothing was queued"
             ) from exc
         model = self.settings.model.name
-        if recorded is not None and recorded.get("name") != model:
+        source = self.settings.model.source
+        if recorded is not None and (
+            recorded.get("name") != model or recorded.get("source", source) != source
+        ):
             raise ModelMismatchError(
-                f"collection {name!r} was built with model {recorded.get('name')!r} (dim "
-                f"{recorded.get('dim')}) but this producer is set to model {model!r}; nothing "
-                "was queued. Use another collection, or set EMBEDQ_MODEL__NAME to its model"
+                f"collection {name!r} was built with model {recorded.get('name')!r} (source "
+                f"{recorded.get('source')!r}, dim {recorded.get('dim')}) but this producer is set "
+                f"to model {model!r} (source {source!r}); nothing was queued. Use another "
+                "collection, or set EMBEDQ_MODEL__NAME and EMBEDQ_MODEL__SOURCE to its model"
             )
         return name
 
@@ -181,6 +186,9 @@ class EmbeddingProducer:
             queue=embed_queue(self.settings.model.name),
             producer=publisher,
             ignore_result=True,
+            # Read by the worker's consumer to mark the batch failed if it must refuse the
+            # message unread (too large).
+            headers={"embedq_job": job_id, "embedq_batch": index},
         )
 
     # -- dead letters -----------------------------------------------------------------------

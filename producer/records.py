@@ -73,12 +73,13 @@ def check_items(
 
 
 def batches(records: Iterable[Record], size: int, max_bytes: int) -> Iterator[list[Record]]:
-    """Cut records into batches of at most ``size`` items and about ``max_bytes`` of JSON."""
+    """Cut records into batches of at most ``size`` items and ``max_bytes`` of JSON, measured
+    as the queue serialises it (ASCII-escaped: an emoji weighs 12 bytes, not 4)."""
     chunk: list[Record] = []
     used = 0
     for record in records:
         text, key, meta = record
-        weight = len(text.encode()) + len(key or "") + (len(json.dumps(meta)) if meta else 0) + 16
+        weight = len(json.dumps(text)) + len(json.dumps(key)) + len(json.dumps(meta)) + 8
         if chunk and (len(chunk) >= size or used + weight > max_bytes):
             yield chunk
             chunk, used = [], 0

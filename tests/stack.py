@@ -27,14 +27,14 @@ from worker.services import (
     worker_command,
 )
 
-#: Short timeouts so that recovery happens within a test: redelivery after 15 s, retries at
+#: Short timeouts so that recovery happens within a test: redelivery after 25 s, retries at
 #: most 3 s apart and many of them, so that a store outage of a few seconds is ridden out.
 FAULT_SETTINGS = {
     "EMBEDQ_WORKER__TIME_LIMIT": "10",
     "EMBEDQ_WORKER__SOFT_TIME_LIMIT": "8",
     "EMBEDQ_WORKER__RETRY_BACKOFF_MAX": "3",
     "EMBEDQ_WORKER__MAX_RETRIES": "60",
-    "EMBEDQ_WORKER__VISIBILITY_TIMEOUT": "15",
+    "EMBEDQ_WORKER__VISIBILITY_TIMEOUT": "25",
     "EMBEDQ_MILVUS__TIMEOUT": "5",
 }
 
@@ -97,7 +97,7 @@ class Stack:
                 "soft_time_limit": 8,
                 "retry_backoff_max": 3,
                 "max_retries": 60,
-                "visibility_timeout": 15,
+                "visibility_timeout": 25,
             },
         )
 
@@ -180,7 +180,7 @@ class Stack:
 
     def status(self, job_id: str) -> JobStatus | None:
         """The job's progress, or None while Redis is away."""
-        client = redis.Redis(port=self.redis_port, socket_timeout=2, socket_connect_timeout=2)
+        client = redis.Redis(port=self.redis_port, socket_timeout=10, socket_connect_timeout=5)
         try:
             return JobTracker(client, 3600).status(job_id)
         except Exception:

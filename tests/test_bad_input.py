@@ -4,7 +4,9 @@ test_settings.py.)"""
 
 from __future__ import annotations
 
+import base64
 import datetime
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -78,17 +80,24 @@ def queue_length(redis_server: str, settings: Settings) -> Iterator[redis.Redis]
     client.close()
 
 
+def idle(settings: Settings) -> Settings:
+    """Settings for a model no worker serves: whatever is queued stays there to be counted."""
+    return settings.model_copy(update={"model": settings.model.model_copy(update={"name": "idle"})})
+
+
 @pytest.mark.parametrize(("case", "kwargs", "fragment"), CASES, ids=[c[0] for c in CASES])
 def test_bad_input_is_refused_before_anything_is_queued(
     settings: Settings, queue_length: redis.Redis, case: str, kwargs: dict[str, Any], fragment: str
 ) -> None:
-    queue = embed_queue(settings.model.name)
+    queue = embed_queue("idle")
     before = queue_length.llen(queue)
-    with EmbeddingProducer(settings) as producer, pytest.raises(InvalidInputError) as info:
+    jobs_before = set(queue_length.scan_iter("embedq:job:*"))
+    with EmbeddingProducer(idle(settings)) as producer, pytest.raises(InvalidInputError) as info:
         producer.submit(**kwargs)
     assert fragment in str(info.value)
     assert isinstance(info.value, ValueError) and isinstance(info.value, EmbedqError)
-    assert queue_length.llen(queue) == before
+    assert queue_length.llen(queue) == before  # nothing queued
+    assert set(queue_length.scan_iter("embedq:job:*")) == jobs_before  # not even a job record
 
 
 def test_every_problem_is_listed_at_once(settings: Settings) -> None:
@@ -113,10 +122,9 @@ def test_more_texts_than_the_batch_size_are_split_not_refused(
     settings: Settings, queue_length: redis.Redis
 ) -> None:
     # Given no worker for this model, the batches stay in its queue where we can count them
-    idle = settings.model_copy(update={"model": settings.model.model_copy(update={"name": "idle"})})
     queue = embed_queue("idle")
     before = queue_length.llen(queue)
-    with EmbeddingProducer(idle) as producer:
+    with EmbeddingProducer(idle(settings)) as producer:
         job = producer.submit([f"t{i}" for i in range(1000)], collection=unique("split"))
         assert job.status().total_batches == 4
     assert queue_length.llen(queue) - before == 4
@@ -133,7 +141,9 @@ def test_batches_are_also_cut_by_size_in_bytes(
     )
     with EmbeddingProducer(small) as producer:
         job = producer.submit(["w" * 1000] * 100, collection=unique("bytes"))  # 100 kB in all
-        assert job.status().total_batches == 4  # about 32 kB each, not one of 100 texts
+        assert job.status().total_batches == 2  # under 64 kB each, not one of 100 texts
+    bodies = [json.loads(raw)["body"] for raw in queue_length.lrange(embed_queue("idle"), 0, 1)]
+    assert all(len(base64.b64decode(body)) < 64 * 1024 for body in bodies)
 
 
 def test_collection_of_another_model_is_refused_before_queueing(

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from pymilvus import MilvusClient
 
 from config.contract import derive_id
@@ -23,7 +24,8 @@ from producer import EmbeddingProducer, Job
 from tests.conftest import queue_raw_batch, unique
 from tests.stack import Stack, children, kill, wait_until
 
-pytestmark = pytest.mark.integration
+# Each test starts its own servers and waits for recoveries: more than the default 300 s.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
 
 WITH_IDS, WITHOUT_IDS = 12_000, 8_000
 N = WITH_IDS + WITHOUT_IDS
@@ -105,14 +107,21 @@ def mid_run(stack: Stack, jobs: list[Job], batches: int = 10) -> None:
         return state is not None and state.batches_done >= batches
 
     wait_until(progressed, 120, f"{batches} batches to be stored")
+    wait_until(lambda: stack.status(jobs[1].id) is not None, 30, "the second job's record")
     state = stack.status(jobs[1].id)
     assert state is not None and not state.finished, "too late: the run was already over"
 
 
 def assert_clean(stack: Stack, jobs: list[Job]) -> None:
+    """Every batch of every job stored once and counted once; no dead letter anywhere."""
     for state in stack.wait_finished([job.id for job in jobs]):
         assert state.ok, state
         assert state.batches_failed == 0
+        assert state.batches_done == state.total_batches
+        assert state.texts_stored == state.texts_total
+    client = redis.Redis(port=stack.redis_port)
+    assert client.zcard("embedq:dead") == 0, "dead letters were written"
+    client.close()
 
 
 def test_worker_process_sigkilled_mid_batch_then_a_new_worker(stack: Stack) -> None:
@@ -269,6 +278,7 @@ def test_real_milvus_server_killed_then_stopped_while_two_processes_write(
     stack.start_store()
     assert_clean(stack, jobs)
     verify(stack, killed, killed_tag)
+    assert b"Retry in" in b"".join(w.output() for w in stack.workers)  # retried while down
 
     # SIGTERM mid-run (a graceful stop while batches arrive), restart: the same
     stopped, stopped_tag = unique("srvterm"), unique("st")
@@ -284,3 +294,41 @@ def test_real_milvus_server_killed_then_stopped_while_two_processes_write(
     stack.start_store()
     verify(stack, killed, killed_tag)
     verify(stack, stopped, stopped_tag)
+
+
+def test_a_worker_paused_past_the_visibility_timeout_runs_its_batch_twice_harmlessly(
+    stack: Stack,
+) -> None:
+    """A batch that runs far longer than usual: its worker is frozen (SIGSTOP) mid-batch past
+    the visibility timeout, so Redis hands the batch to a second worker; then the first wakes
+    up and finishes it too. The rows are written twice, stored once, counted once."""
+    settings = stack.settings()
+    frozen = stack.start_worker("frozen", concurrency=1)
+    collection = unique("paused")
+    texts_ = [f"paused batch text number {i}" for i in range(10_000)]
+    client = redis.Redis(port=stack.redis_port)
+    job = queue_raw_batch(settings, {"collection": collection, "texts": texts_})
+    # Freeze the node while it holds the message (reserved, not yet acknowledged).
+    deadline = time.monotonic() + 30
+    while client.hlen("unacked") == 0 and time.monotonic() < deadline:
+        time.sleep(0.002)
+    os.killpg(frozen.pid, signal.SIGSTOP)
+    try:
+        assert client.hlen("unacked") == 1
+        assert job.status().batches_done == 0, "the batch finished before it could be frozen"
+        # After the visibility timeout (25 s) a second worker is given the same message.
+        stack.start_worker("rescuer", concurrency=1)
+        assert job.wait(timeout=120).texts_stored == 10_000
+    finally:
+        os.killpg(frozen.pid, signal.SIGCONT)
+        client.close()
+
+    def runs() -> int:
+        return b"".join(w.output() for w in stack.workers).count(f"job_id={job.id}".encode())
+
+    wait_until(lambda: runs() >= 2, 60, "the frozen worker to finish the batch as well")
+    assert job.status().texts_stored == 10_000  # counted once
+    milvus = MilvusClient(uri=stack.milvus_uri)
+    count = milvus.query(collection, output_fields=["count(*)"], consistency_level="Strong")
+    milvus.close()
+    assert count[0]["count(*)"] == 10_000  # stored once

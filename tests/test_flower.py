@@ -7,7 +7,6 @@ import json
 import secrets
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -101,7 +100,10 @@ def test_flower_shows_the_worker_and_the_tasks_of_a_real_ingest(
     base = f"http://127.0.0.1:{port}"
     try:
         flower.wait_ready(lambda: wait_for_port("127.0.0.1", port), timeout=60)
-        time.sleep(2)  # let Flower subscribe to the event stream before the work starts
+        # Flower knows the worker once it has its events: only then can it see the tasks.
+        wait_until(
+            lambda: "shared@" in fetch(f"{base}/api/workers?refresh=1", auth), 60, "the worker"
+        )
         # When texts are ingested
         with EmbeddingProducer(settings) as producer:
             producer.submit(

@@ -4,6 +4,7 @@ running; nothing is ever unpickled."""
 
 from __future__ import annotations
 
+import base64
 import json
 import pickle
 import subprocess
@@ -18,7 +19,7 @@ import pytest
 from kombu.connection import Connection
 
 from config.contract import TASK_EMBED, embed_queue
-from config.deadletters import DeadLetter, DeadLetters
+from config.deadletters import MAX_RAW_BYTES, DeadLetter, DeadLetters
 from config.settings import Settings
 from producer import EmbeddingProducer
 from tests.conftest import ROOT, Servers, WorkerFactory, unique
@@ -181,6 +182,11 @@ def test_bad_message_becomes_a_dead_letter_and_the_worker_goes_on(
     assert letter.kind == kind, letter
     assert reason in letter.reason, letter.reason
     assert abs(letter.when - time.time()) < 120
+    if kind == "oversized":  # never decoded, kept as its first bytes only
+        assert letter.body is None
+        assert 0 < len(base64.b64decode(letter.raw)) <= MAX_RAW_BYTES < letter.size
+    if "id" in message.get("headers", {"id": 1}):
+        assert letter.message_id  # which message: its task id
     assert guarded_worker.alive()
 
 

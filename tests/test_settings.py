@@ -48,7 +48,7 @@ def test_dotenv_file_is_read(tmp_path: object) -> None:
         ("EMBEDQ_BATCH__OVERLONG", "shorten", "'reject' or 'truncate'"),
         ("EMBEDQ_MODEL__SOURCE", "potion-base-9M", "unknown model"),
         ("EMBEDQ_MODEL__NAME", "has space", "valid model name"),
-        ("EMBEDQ_WORKER__VISIBILITY_TIMEOUT", "200", "must exceed EMBEDQ_WORKER__TIME_LIMIT"),
+        ("EMBEDQ_WORKER__VISIBILITY_TIMEOUT", "700", "must exceed 2 x EMBEDQ_WORKER__TIME_LIMIT"),
         ("EMBEDQ_WORKER__SOFT_TIME_LIMIT", "400", "below EMBEDQ_WORKER__TIME_LIMIT"),
     ],
 )
@@ -113,3 +113,27 @@ def test_milvus_credentials_in_the_uri_are_moved_out(monkeypatch: pytest.MonkeyP
     assert settings.milvus.password is not None
     assert settings.milvus.password.get_secret_value() == "Milvus!"
     assert "Milvus!" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "secret"),
+    [
+        ("EMBEDQ_REDIS__URL", "redis://:pa/ss0rd@redis.internal:6379/0", "ss0rd"),
+        ("EMBEDQ_REDIS__URL", "redis://user:p#ssw0rd@redis.internal:6379/0", "ssw0rd"),
+        ("EMBEDQ_REDIS__URL", "redis://redis.internal:6379/0?password=hunter22", "hunter22"),
+        ("EMBEDQ_MILVUS__URI", "http://root:pa/ss99@db:19530", "ss99"),
+        ("EMBEDQ_MILVUS__URI", "http://db:19530?token=tok3n", "tok3n"),
+        ("EMBEDQ_REDIS__URL", "memcached://u:sekr3t@host/0", "sekr3t"),
+    ],
+)
+def test_secrets_in_bad_urls_never_reach_the_error_or_the_settings(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, secret: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        message = str(exc)
+    else:
+        message = repr(settings) + settings.redis.url + settings.milvus.uri
+    assert secret not in message

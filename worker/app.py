@@ -47,10 +47,14 @@ def create_app(settings: Settings) -> Celery:
         runtime.close()
 
     def on_failure(
-        sender: Any = None, exception: object = None, kwargs: Any = None, **_: Any
+        sender: Any = None,
+        task_id: str | None = None,
+        exception: object = None,
+        kwargs: Any = None,
+        **_: Any,
     ) -> None:
         name = getattr(sender, "name", "")
-        record_failure(settings, str(name), dict(kwargs or {}), exception)
+        record_failure(settings, str(name), dict(kwargs or {}), exception, task_id or "")
 
     # weak=False: the receivers are closures and must live as long as the app.
     signals.worker_init.connect(check_model, weak=False)

@@ -16,7 +16,7 @@ from typing import Any
 from celery.worker.consumer import Consumer
 from kombu.exceptions import ContentDisallowed
 
-from config.deadletters import Kind
+from config.deadletters import MAX_BODY_BYTES, Kind
 from config.settings import Settings
 from worker import runtime
 
@@ -31,22 +31,33 @@ def guarded_consumer(settings: Settings) -> type[Consumer]:
 
     def dead_letter(kind: Kind, reason: str, message: Any) -> None:
         raw = _raw_body(message)
-        body = _json_body(message, raw)
+        # An oversized body is never decoded (that is what the limit protects), nor is a body
+        # too large to keep whole: both are kept as their first bytes only.
+        fits = kind != "oversized" and len(raw) <= MAX_BODY_BYTES
+        body = _json_body(message, raw) if fits else None
         headers = getattr(message, "headers", None) or {}
+        headers = headers if isinstance(headers, dict) else {}
         info = getattr(message, "delivery_info", None) or {}
-        task = str(headers.get("task", "")) if isinstance(headers, dict) else ""
-        log.error("dead letter (%s) task=%r: %s", kind, task, reason)
+        job_id = body.get("job_id") if isinstance(body, dict) else headers.get("embedq_job")
+        batch = body.get("batch") if isinstance(body, dict) else headers.get("embedq_batch")
+        job_id = job_id if isinstance(job_id, str) else ""
+        batch = batch if isinstance(batch, int) and not isinstance(batch, bool) else None
+        log.error("dead letter (%s) task=%r: %s", kind, headers.get("task", ""), reason)
         try:
             runtime.dead_letters(settings).add(
                 kind,
                 reason,
                 body=body,
                 raw=None if body is not None else raw,
-                task=task,
+                task=str(headers.get("task", "")),
+                message_id=str(headers.get("id", "")),
                 queue=str(info.get("routing_key", "")),
-                job_id=str(body.get("job_id", "")) if isinstance(body, dict) else "",
+                job_id=job_id,
+                batch=batch,
                 size=len(raw),
             )
+            if job_id and batch is not None:
+                runtime.tracker(settings).batch_failed(job_id[:64], batch, f"{kind}: {reason}")
         except Exception:
             log.exception("could not record a dead letter (%s): %s", kind, reason)
 
@@ -67,6 +78,8 @@ def guarded_consumer(settings: Settings) -> type[Consumer]:
                     return None
                 try:
                     return handle(message)
+                except self.connection_errors:
+                    raise  # the broker went away: not the message's fault
                 except Exception as exc:
                     # A body that passes Celery's checks but not its unpacking (a JSON
                     # object where a list belongs, say) would otherwise loop or stop us.

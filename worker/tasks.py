@@ -60,13 +60,28 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         rt = _runtime(settings)
         outcome = embed_batch(message, rt.encoder, rt.store, settings.batch)
         try:
+            # The rejected items are recorded first, under an id of their own: a redelivery
+            # after a crash between the two writes records them in the same place, not twice.
+            if outcome.rejected:
+                reasons = "; ".join(
+                    f"item {i}: {why}" for i, why in sorted(outcome.rejected.items())
+                )
+                runtime.dead_letters(settings).add(
+                    "rejected",
+                    f"{len(outcome.rejected)} of {len(message.texts)} items rejected: {reasons}",
+                    body=outcome.rejected_message(message),
+                    task=TASK_EMBED,
+                    job_id=message.job_id,
+                    batch=message.batch,
+                    letter_id=f"{message.job_id}-{message.batch}-rejected",
+                )
             if outcome.stored and message.collection not in rt.announced:
                 info = rt.encoder.info
                 runtime.registry(settings).record(
-                    message.collection, {"name": info.name, "dim": info.dim}
+                    message.collection, {"name": info.name, "source": info.source, "dim": info.dim}
                 )
                 rt.announced.add(message.collection)
-            first = runtime.tracker(settings).batch_done(
+            runtime.tracker(settings).batch_done(
                 message.job_id,
                 message.batch,
                 outcome.stored,
@@ -76,16 +91,6 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         except redis.RedisError as exc:
             # The rows are stored; a retry rewrites them (idempotent) and counts the batch.
             raise BrokerUnavailableError(f"could not record progress: {exc}") from exc
-        if outcome.rejected and first:  # a redelivered batch must not dead-letter twice
-            reasons = "; ".join(f"item {i}: {why}" for i, why in sorted(outcome.rejected.items()))
-            runtime.dead_letters(settings).add(
-                "rejected",
-                f"{len(outcome.rejected)} of {len(message.texts)} items rejected: {reasons}",
-                body=outcome.rejected_message(message),
-                task=TASK_EMBED,
-                job_id=message.job_id,
-                batch=message.batch,
-            )
         fields = {
             "job_id": message.job_id,
             "batch": message.batch,
@@ -128,7 +133,9 @@ def register_tasks(app: Celery, settings: Settings) -> None:
     app.task(name=TASK_SEARCH, acks_late=False, shared=False)(search_task)
 
 
-def record_failure(settings: Settings, task_name: str, kwargs: dict[str, Any], exc: object) -> None:
+def record_failure(
+    settings: Settings, task_name: str, kwargs: dict[str, Any], exc: object, task_id: str = ""
+) -> None:
     """A batch failed for good: keep it as a dead letter and mark it in its job's progress."""
     if task_name != TASK_EMBED:
         return
@@ -144,6 +151,7 @@ def record_failure(settings: Settings, task_name: str, kwargs: dict[str, Any], e
             reason,
             body=raw if raw is not None else kwargs,
             task=task_name,
+            message_id=task_id,
             job_id=job_id if isinstance(job_id, str) else "",
             batch=index if isinstance(index, int) else None,
         )
