@@ -42,22 +42,28 @@ def get(url: str, auth: tuple[str, str] | None = None) -> int:
         return exc.code
 
 
-def test_flower_requires_the_configured_basic_auth(
-    servers: Servers, worker: Service, tmp_path: Path
-) -> None:
-    password = "fl-" + secrets.token_hex(10)
+def start_flower(servers: Servers, folder: Path, auth: tuple[str, str]) -> tuple[Service, int]:
+    """`embedq flower` with basic auth, on a free port (the caller waits and stops it)."""
     port = free_port()
     flower = Service(
         "flower",
         [sys.executable, "-m", "producer.cli", "flower"],
-        tmp_path / "flower.log",
+        folder / "flower.log",
         env=servers.env(
             EMBEDQ_FLOWER__PORT=str(port),
-            EMBEDQ_FLOWER__USER="ops",
-            EMBEDQ_FLOWER__PASSWORD=password,
+            EMBEDQ_FLOWER__USER=auth[0],
+            EMBEDQ_FLOWER__PASSWORD=auth[1],
         ),
         cwd=ROOT,
     )
+    return flower, port
+
+
+def test_flower_requires_the_configured_basic_auth(
+    servers: Servers, worker: Service, tmp_path: Path
+) -> None:
+    password = "fl-" + secrets.token_hex(10)
+    flower, port = start_flower(servers, tmp_path, ("ops", password))
     try:
         flower.wait_ready(lambda: wait_for_port("127.0.0.1", port), timeout=60)
         base = f"http://127.0.0.1:{port}"
@@ -85,18 +91,7 @@ def test_flower_shows_the_worker_and_the_tasks_of_a_real_ingest(
 ) -> None:
     # Given Flower watching the shared worker
     auth = ("ops", "pw-" + secrets.token_hex(6))
-    port = free_port()
-    flower = Service(
-        "flower-watch",
-        [sys.executable, "-m", "producer.cli", "flower"],
-        tmp_path / "flower.log",
-        env=servers.env(
-            EMBEDQ_FLOWER__PORT=str(port),
-            EMBEDQ_FLOWER__USER=auth[0],
-            EMBEDQ_FLOWER__PASSWORD=auth[1],
-        ),
-        cwd=ROOT,
-    )
+    flower, port = start_flower(servers, tmp_path, auth)
     base = f"http://127.0.0.1:{port}"
     try:
         flower.wait_ready(lambda: wait_for_port("127.0.0.1", port), timeout=60)

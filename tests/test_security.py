@@ -15,9 +15,11 @@ import pytest
 import redis
 from pymilvus import MilvusClient
 
-from config.settings import load_settings
+from config.errors import EmbedqError
+from config.settings import MilvusSettings, load_settings
 from tests.conftest import ROOT, free_port
 from tests.stack import Stack
+from worker.milvus import MilvusStore
 from worker.services import Service
 
 pytestmark = pytest.mark.integration
@@ -132,6 +134,20 @@ def test_tls_acl_user_and_milvus_auth_end_to_end_without_leaking_secrets(
         assert ingest.returncode == 0, ingest.stderr
         assert search.returncode == 0, search.stderr
         assert json.loads(search.stdout)[0]["id"] == "d0"
+
+        # Milvus by token (user:password) works too; a wrong one is an error without the secret
+        good = MilvusStore(
+            MilvusSettings(uri=env["EMBEDQ_MILVUS__URI"], token=f"root:{MILVUS_SECRET}")
+        )
+        assert good.count("secured") == 3
+        good.close()
+        bad = MilvusStore(
+            MilvusSettings(uri=env["EMBEDQ_MILVUS__URI"], token=f"root:x{MILVUS_SECRET}", timeout=5)
+        )
+        with pytest.raises(EmbedqError) as refused_token:
+            bad.count("secured")
+        bad.close()
+        outputs.append(str(refused_token.value))
 
         # Wrong credentials: a clear error that does not echo them
         wrong = dict(env, EMBEDQ_REDIS__PASSWORD="wrong-" + REDIS_SECRET)
