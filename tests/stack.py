@@ -8,8 +8,9 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -176,6 +177,29 @@ class Stack:
         control.close()
         return service
 
+    def milvus_client(self) -> Any:
+        """A client of the test's store, connecting with retries: a busy Milvus Lite server
+        sometimes turns a fresh connection away ("too many pings")."""
+        from pymilvus import MilvusClient
+
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                return MilvusClient(uri=self.milvus_uri, timeout=60)
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
+
+    def count(self, collection: str) -> int:
+        client = self.milvus_client()
+        try:
+            client.load_collection(collection)
+            rows = client.query(collection, output_fields=["count(*)"], consistency_level="Strong")
+            return int(rows[0]["count(*)"])
+        finally:
+            client.close()
+
     # -- progress ---------------------------------------------------------------------------
 
     def status(self, job_id: str) -> JobStatus | None:
@@ -202,6 +226,16 @@ class Stack:
                 service.stop(timeout=60)
             elif service is not None:
                 service.stop(timeout=1)
+
+
+def running(stack: Stack) -> Iterator[Stack]:
+    """Start the stack's Redis and store for a fixture; stop everything afterwards."""
+    stack.start_redis()
+    stack.start_store()
+    try:
+        yield stack
+    finally:
+        stack.stop()
 
 
 def kill(service: Service, sig: int = signal.SIGKILL) -> None:

@@ -8,6 +8,7 @@ every id present once, text and metadata intact.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -16,28 +17,18 @@ from typing import Any
 
 import pytest
 import redis
-from pymilvus import MilvusClient
 
 from config.contract import derive_id
 from config.errors import BrokerUnavailableError
 from producer import EmbeddingProducer, Job
 from tests.conftest import queue_raw_batch, unique
-from tests.stack import Stack, children, kill, wait_until
+from tests.stack import Stack, children, kill, running, wait_until
 
 # Each test starts its own servers and waits for recoveries: more than the default 300 s.
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
 
 WITH_IDS, WITHOUT_IDS = 12_000, 8_000
 N = WITH_IDS + WITHOUT_IDS
-
-
-def running(stack: Stack) -> Iterator[Stack]:
-    stack.start_redis()
-    stack.start_store()
-    try:
-        yield stack
-    finally:
-        stack.stop()
 
 
 @pytest.fixture
@@ -77,7 +68,7 @@ def expected(stack: Stack, tag: str) -> dict[str, tuple[str, dict[str, Any]]]:
 def verify(stack: Stack, collection: str, tag: str) -> None:
     """Exactly the expected rows: count, every id once, text and metadata intact."""
     want = expected(stack, tag)
-    client = MilvusClient(uri=stack.milvus_uri, timeout=60)
+    client = stack.milvus_client()
     try:
         client.load_collection(collection)  # released after a store restart
         count = client.query(collection, output_fields=["count(*)"], consistency_level="Strong")
@@ -217,19 +208,22 @@ def test_redis_down_when_submitting_is_a_clear_error_and_resubmitting_is_safe(
     # Those 5 batches were durable (AOF) and are stored once a worker runs
     stack.start_redis()
     stack.start_worker("late")
-    client = MilvusClient(uri=stack.milvus_uri)
-    wait_until(
-        lambda: (
-            client.has_collection(collection)
-            and client.query(collection, output_fields=["count(*)"], consistency_level="Strong")[0][
-                "count(*)"
-            ]
-            == 5 * 256
-        ),
-        120,
-        "the 5 queued batches",
-    )
-    client.close()
+    interrupted = re.search(r"of job (\w+)", message)
+    assert interrupted is not None
+    queue = redis.Redis(port=stack.redis_port)
+
+    def drained() -> bool:
+        state = stack.status(interrupted.group(1))
+        return (
+            state is not None
+            and state.batches_done == 5
+            and queue.llen(f"embedq.embed.{settings.model.name}") == 0
+            and queue.hlen("unacked") == 0
+        )
+
+    wait_until(drained, 120, "the 5 queued batches to be stored")
+    queue.close()
+    assert stack.count(collection) == 5 * 256  # exactly the batches the error said were queued
     # Submitting everything again stores each text exactly once
     assert_clean(stack, submit(stack, collection, tag))
     verify(stack, collection, tag)
@@ -250,10 +244,7 @@ def test_a_batch_delivered_twice_is_stored_and_counted_once(stack: Stack) -> Non
 
     wait_until(lambda: deliveries() >= 3, 60, "all three deliveries")
     assert job.status().texts_stored == 200 == state.texts_stored
-    client = MilvusClient(uri=stack.milvus_uri)
-    count = client.query(collection, output_fields=["count(*)"], consistency_level="Strong")
-    client.close()
-    assert count[0]["count(*)"] == 200
+    assert stack.count(collection) == 200
 
 
 @pytest.fixture
@@ -328,7 +319,4 @@ def test_a_worker_paused_past_the_visibility_timeout_runs_its_batch_twice_harmle
 
     wait_until(lambda: runs() >= 2, 60, "the frozen worker to finish the batch as well")
     assert job.status().texts_stored == 10_000  # counted once
-    milvus = MilvusClient(uri=stack.milvus_uri)
-    count = milvus.query(collection, output_fields=["count(*)"], consistency_level="Strong")
-    milvus.close()
-    assert count[0]["count(*)"] == 10_000  # stored once
+    assert stack.count(collection) == 10_000  # stored once
