@@ -239,7 +239,16 @@ MILVUS_LITE_STOP_SIGNAL = signal.SIGINT
 def milvus_lite_command(port: int, data_dir: Path, host: str = "127.0.0.1") -> list[str]:
     """A Milvus Lite gRPC server: one process owns the data directory, many clients write."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    code = "import sys; from milvus_lite.cmdline import main; sys.argv[0] = 'milvus-lite'; main()"
+    # SIGTERM (docker stop, systemd, a supervisor) gets the same graceful stop as Ctrl-C: Milvus
+    # Lite closes its files only on KeyboardInterrupt, and loses recent writes when killed.
+    code = (
+        "import signal, sys\n"
+        "def stop(*_): raise KeyboardInterrupt\n"
+        "signal.signal(signal.SIGTERM, stop)\n"
+        "from milvus_lite.cmdline import main\n"
+        "sys.argv[0] = 'milvus-lite'\n"
+        "main()\n"
+    )
     return [
         sys.executable, "-c", code, "server",
         "--data-dir", str(data_dir), "--host", host, "--port", str(port),
