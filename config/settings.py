@@ -25,6 +25,7 @@ __all__ = [
     "BatchSettings",
     "FlowerSettings",
     "JobSettings",
+    "MetricsSettings",
     "MilvusSettings",
     "ModelSettings",
     "RedisSettings",
@@ -292,6 +293,17 @@ class FlowerSettings(BaseModel):
         return self
 
 
+class MetricsSettings(BaseModel):
+    """embedq's Prometheus metrics, served by each worker node's main process."""
+
+    port: int = Field(9808, ge=0, le=65535, description="listen port of /metrics; 0 = off")
+    address: str = Field("127.0.0.1", description="listen address (0.0.0.0 in containers)")
+    dir: Path | None = Field(
+        None,
+        description="where pool processes write their samples; unset = a fresh temporary folder",
+    )
+
+
 class StandaloneSettings(BaseModel):
     """The one-machine stack started by ``embedq standalone``."""
 
@@ -320,6 +332,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
     flower: FlowerSettings = Field(default_factory=FlowerSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     standalone: StandaloneSettings = Field(default_factory=StandaloneSettings)
 
 

@@ -60,6 +60,8 @@ def process_env(redis_url: str, milvus_uri: str, extra: dict[str, str]) -> dict[
         EMBEDQ_MILVUS__URI=milvus_uri,
         PYTHONPATH=str(ROOT),
         HF_HUB_OFFLINE="1",
+        # Off unless a test asks: nodes of one host would compete for the default port.
+        EMBEDQ_METRICS__PORT="0",
     )
     env.update(extra)
     return env

@@ -142,20 +142,6 @@ def test_worker_sigterm_warm_shutdown_mid_run(stack: Stack) -> None:
     verify(stack, collection, tag)
 
 
-# Milvus Lite (3.2.2) acknowledges writes that a kill of its server can lose: its WAL is not
-# durable across a crash, and a flush finding an empty memtable (another process's flush just
-# froze it) returns before that flush is done. embedq flushes after every batch, which makes the
-# loss rare but not impossible (a few hundred of 20,000 rows in some runs). Until that is fixed
-# upstream or worked around, a lost-row failure here is expected, not hidden: it shows as XFAIL,
-# a pass as XPASS. The same test on a real Milvus server (below) is strict.
-LITE_KILL_LOSES_WRITES = pytest.mark.xfail(
-    reason="Milvus Lite can lose acknowledged writes when its server is killed",
-    raises=AssertionError,
-    strict=False,
-)
-
-
-@LITE_KILL_LOSES_WRITES
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_milvus_lite_server_killed_while_two_processes_write(stack: Stack, sig: int) -> None:
     stack.start_worker("writers", concurrency=2)

@@ -8,9 +8,10 @@ from typing import Any
 from celery import Celery, signals
 
 from config.celeryconfig import make_celery
+from config.contract import embed_queue, search_queue
 from config.errors import ConfigError, ModelLoadError
 from config.settings import Settings
-from worker import logs, runtime
+from worker import logs, metrics, runtime
 from worker.consumer import guarded_consumer
 from worker.encoder import check_source
 from worker.tasks import record_failure, register_tasks
@@ -30,7 +31,14 @@ def create_app(settings: Settings) -> Celery:
     register_tasks(app, settings)
     logs.install(settings)
 
-    def check_model(**_: Any) -> None:
+    exporters: list[metrics.Exporter] = []
+
+    def consumed_queues() -> list[str]:
+        selected = app.amqp.queues.consume_from or app.amqp.queues
+        own = [embed_queue(settings.model.name), search_queue(settings.model.name)]
+        return [*own, *selected]
+
+    def start_node(**_: Any) -> None:
         # Before forking: a model that cannot load must stop the worker at start-up, not
         # fail every batch. SystemExit, because Celery logs and ignores signal exceptions.
         try:
@@ -38,6 +46,15 @@ def create_app(settings: Settings) -> Celery:
         except (ConfigError, ModelLoadError) as exc:
             log.critical("%s", exc)
             raise SystemExit(f"embedq worker: {exc}") from None
+        # Also before forking, so that every pool process records into the same folder.
+        exporter = metrics.Exporter.serve(settings, consumed_queues)
+        if exporter is not None:
+            exporters.append(exporter)
+
+    def stop_node(**_: Any) -> None:
+        runtime.close()
+        while exporters:
+            exporters.pop().close()
 
     def open_resources(**_: Any) -> None:
         # Each prefork child loads its own copy of the model, after the fork.
@@ -57,9 +74,10 @@ def create_app(settings: Settings) -> Celery:
         record_failure(settings, str(name), dict(kwargs or {}), exception, task_id or "")
 
     # weak=False: the receivers are closures and must live as long as the app.
-    signals.worker_init.connect(check_model, weak=False)
+    signals.worker_init.connect(start_node, weak=False)
     signals.worker_process_init.connect(open_resources, weak=False)
     signals.worker_process_shutdown.connect(close_resources, weak=False)
-    signals.worker_shutdown.connect(close_resources, weak=False)
+    signals.worker_shutdown.connect(stop_node, weak=False)
     signals.task_failure.connect(on_failure, weak=False)
+    signals.task_retry.connect(lambda **_: metrics.record_retry(), weak=False)
     return app

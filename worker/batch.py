@@ -3,6 +3,7 @@ good ones, upsert them. Unit-tested with fakes of the encoder and the store."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,8 @@ class BatchOutcome:
 
     stored: int = 0
     rejected: dict[int, str] = field(default_factory=dict)
+    encode_seconds: float = 0.0
+    upsert_seconds: float = 0.0
 
     def error_lines(self, job_id: str, batch: int) -> list[str]:
         return [f"job {job_id} batch {batch} item {i}: {why}" for i, why in self.rejected.items()]
@@ -85,7 +88,9 @@ def embed_batch(
     store.prepare(message.collection, encoder.info)
     ids = list(rows)
     texts = [rows[key][0] for key in ids]
+    started = time.perf_counter()
     vectors = encoder.encode(texts)
+    outcome.encode_seconds = time.perf_counter() - started
     # A text made only of tokens the model does not know encodes to zeros, which no cosine
     # search can rank: reject it rather than store a vector that matches nothing.
     known = np.any(vectors != 0, axis=1)
@@ -100,10 +105,12 @@ def embed_batch(
         vectors = np.ascontiguousarray(vectors[keep])
         if not ids:
             return outcome
+    started = time.perf_counter()
     outcome.stored = store.upsert(
         message.collection,
         Rows(ids=ids, texts=texts, metadata=[rows[key][1] for key in ids], vectors=vectors),
     )
+    outcome.upsert_seconds = time.perf_counter() - started
     return outcome
 
 

@@ -18,7 +18,7 @@ from kombu.exceptions import ContentDisallowed
 
 from config.deadletters import MAX_BODY_BYTES, Kind
 from config.settings import Settings
-from worker import runtime
+from worker import metrics, runtime
 
 __all__ = ["guarded_consumer"]
 
@@ -56,6 +56,7 @@ def guarded_consumer(settings: Settings) -> type[Consumer]:
                 batch=batch,
                 size=len(raw),
             )
+            metrics.record_dead_letter(kind)
             if job_id and batch is not None:
                 runtime.tracker(settings).batch_failed(job_id[:64], batch, f"{kind}: {reason}")
         except Exception:

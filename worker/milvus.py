@@ -13,6 +13,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
 from config.contract import MAX_TEXT_BYTES, Hit
@@ -26,11 +27,15 @@ from config.settings import MilvusSettings
 from worker.encoder import ModelInfo, Vectors
 from worker.store import Rows, check_binding
 
-__all__ = ["MilvusStore"]
+__all__ = ["MilvusStore", "WriteLock"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+#: Given a collection name, a lock held across processes (and hosts) while one batch is upserted
+#: and flushed; see :meth:`MilvusStore.upsert`.
+WriteLock = Callable[[str], AbstractContextManager[object]]
 
 ID_MAX_LENGTH = 512
 _PROPS = ("embedq.model", "embedq.source", "embedq.dim", "embedq.revision")
@@ -40,8 +45,9 @@ _ROW_OVERHEAD = 64
 class MilvusStore:
     """Rows ``(id VARCHAR primary key, vector FLOAT_VECTOR, text VARCHAR, metadata JSON)``."""
 
-    def __init__(self, settings: MilvusSettings) -> None:
+    def __init__(self, settings: MilvusSettings, write_lock: WriteLock | None = None) -> None:
         self._settings = settings
+        self._write_lock = write_lock
         self._client: Any = None
         self._lock = threading.Lock()
         self._prepared: dict[str, ModelInfo] = {}
@@ -169,6 +175,21 @@ class MilvusStore:
     # -- data -------------------------------------------------------------------------------
 
     def upsert(self, collection: str, rows: Rows) -> int:
+        if not self._should_flush():
+            return self._upsert(collection, rows)
+        # Milvus Lite acknowledges a write before it is safe from a crash of its process, so the
+        # batch is flushed before it is acknowledged. Its flush returns at once when another
+        # process's flush has just taken the pending rows, before those are on disk: writers of
+        # one collection take turns (upsert, then flush) so that every flush covers its own rows.
+        lock = self._write_lock(collection) if self._write_lock else contextlib.nullcontext()
+        with lock:
+            written = self._upsert(collection, rows)
+            self._call(
+                "flush", lambda client: client.flush(collection, timeout=self._settings.timeout)
+            )
+        return written
+
+    def _upsert(self, collection: str, rows: Rows) -> int:
         written = 0
         for chunk in _chunks(rows, self._settings.upsert_max_bytes):
             data = [
@@ -184,12 +205,6 @@ class MilvusStore:
                 ),
             )
             written += int(result.get("upsert_count", len(data)))
-        if self._should_flush():
-            # Milvus Lite acknowledges a write before it is safe from a crash of its process:
-            # flushing before the batch is acknowledged keeps at-least-once true there.
-            self._call(
-                "flush", lambda client: client.flush(collection, timeout=self._settings.timeout)
-            )
         return written
 
     def _should_flush(self) -> bool:

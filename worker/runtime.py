@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 import redis
@@ -20,6 +21,7 @@ from config.jobs import JobTracker
 from config.registry import CollectionRegistry
 from config.settings import Settings
 from worker.encoder import Encoder, Model2VecEncoder
+from worker.locks import host_lock
 from worker.milvus import MilvusStore
 from worker.store import VectorStore
 
@@ -57,7 +59,7 @@ def open_runtime(settings: Settings) -> Runtime:
         if _runtime is None:
             started = time.perf_counter()
             encoder = Model2VecEncoder.from_settings(settings.model)
-            _runtime = Runtime(settings, encoder, MilvusStore(settings.milvus))
+            _runtime = Runtime(settings, encoder, _store(settings))
             log.info(
                 "loaded model %s (dim %d) in %.2fs",
                 encoder.info.name,
@@ -65,6 +67,17 @@ def open_runtime(settings: Settings) -> Runtime:
                 time.perf_counter() - started,
             )
         return _runtime
+
+
+def _store(settings: Settings) -> MilvusStore:
+    milvus = settings.milvus
+
+    def write_lock(collection: str) -> AbstractContextManager[None]:
+        # Writers of one collection on one server take turns (see MilvusStore.upsert); a
+        # Milvus Lite server only serves its own host, so a host lock covers all of them.
+        return host_lock(f"{milvus.uri}|{milvus.db_name}|{collection}", wait=milvus.timeout)
+
+    return MilvusStore(milvus, write_lock=write_lock)
 
 
 def current(settings: Settings) -> Runtime:

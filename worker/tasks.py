@@ -12,6 +12,7 @@ from celery import Celery
 from pydantic import ValidationError
 
 from config.contract import TASK_EMBED, TASK_SEARCH, BatchMessage, SearchMessage
+from config.deadletters import Kind
 from config.errors import (
     BrokerUnavailableError,
     EmbedqError,
@@ -21,7 +22,7 @@ from config.errors import (
     WorkerNotReadyError,
 )
 from config.settings import Settings
-from worker import runtime
+from worker import metrics, runtime
 from worker.batch import embed_batch, search
 
 __all__ = ["register_tasks"]
@@ -75,6 +76,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
                     batch=message.batch,
                     letter_id=f"{message.job_id}-{message.batch}-rejected",
                 )
+                metrics.record_dead_letter("rejected")
             if outcome.stored and message.collection not in rt.announced:
                 info = rt.encoder.info
                 runtime.registry(settings).record(
@@ -91,13 +93,15 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         except redis.RedisError as exc:
             # The rows are stored; a retry rewrites them (idempotent) and counts the batch.
             raise BrokerUnavailableError(f"could not record progress: {exc}") from exc
+        seconds = time.perf_counter() - started
+        metrics.record_batch(message.model, outcome, seconds)
         fields = {
             "job_id": message.job_id,
             "batch": message.batch,
             "texts": len(message.texts),
             "stored": outcome.stored,
             "rejected": len(outcome.rejected),
-            "seconds": round(time.perf_counter() - started, 3),
+            "seconds": round(seconds, 3),
             "outcome": "partial" if outcome.rejected else "ok",
         }
         log.info(" ".join(f"{k}={v}" for k, v in fields.items()), extra=fields)
@@ -145,9 +149,11 @@ def record_failure(
     reason = f"{type(exc).__name__}: {exc}"
     fields = {"job_id": job_id, "batch": index, "outcome": "failed", "reason": reason}
     log.error(" ".join(f"{k}={v}" for k, v in fields.items()), extra=fields)
+    metrics.record_failure()
     try:
+        kind: Kind = "invalid-message" if isinstance(exc, InvalidMessageError) else "failed"
         runtime.dead_letters(settings).add(
-            "invalid-message" if isinstance(exc, InvalidMessageError) else "failed",
+            kind,
             reason,
             body=raw if raw is not None else kwargs,
             task=task_name,
@@ -155,6 +161,7 @@ def record_failure(
             job_id=job_id if isinstance(job_id, str) else "",
             batch=index if isinstance(index, int) else None,
         )
+        metrics.record_dead_letter(kind)
         if isinstance(job_id, str) and job_id and isinstance(index, int):
             runtime.tracker(settings).batch_failed(job_id[:64], index, reason)
     except redis.RedisError:

@@ -1,0 +1,56 @@
+"""Locks shared by the worker processes of one host.
+
+An advisory file lock (``flock``) rather than a Redis lock: the kernel releases it when its
+holder dies, so a worker killed mid-write never leaves the others waiting for an expiry.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from config.errors import StoreUnavailableError
+
+__all__ = ["host_lock"]
+
+
+def _path(name: str) -> Path:
+    folder = Path(tempfile.gettempdir()) / f"embedq-locks-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    return folder / f"{hashlib.blake2b(name.encode(), digest_size=16).hexdigest()}.lock"
+
+
+@contextmanager
+def host_lock(name: str, wait: float) -> Iterator[None]:
+    """Hold the lock called ``name`` (any string) for the duration of the block.
+
+    Waits at most ``wait`` seconds, then raises :class:`StoreUnavailableError`, which the task
+    retries: a holder that is stuck (frozen, or waiting on a slow server) delays the others'
+    batches, it does not fail them.
+    """
+    fd = os.open(_path(name), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + wait
+        pause = 0.0005
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise StoreUnavailableError(
+                        f"another worker process held the write lock for {name!r} "
+                        f"longer than {wait:g} s"
+                    ) from None
+                # Polled, not blocking: a blocking flock could not give up after ``wait``.
+                time.sleep(pause)
+                pause = min(pause * 2, 0.01)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
