@@ -7,7 +7,7 @@ from config.celeryconfig import celery_config
 from config.contract import TASK_EMBED, TASK_SEARCH, embed_queue, search_queue
 from config.errors import InvalidMessageError, StoreUnavailableError
 from config.settings import load_settings
-from worker.app import create_app
+from worker.application import create_app
 
 
 def test_delivery_is_at_least_once_and_json_only() -> None:

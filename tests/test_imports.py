@@ -4,6 +4,7 @@ the Milvus client."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -39,3 +40,16 @@ def test_worker_package_exposes_the_celery_app_without_loading_the_model() -> No
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert json.loads(result.stdout) is True
+
+
+def test_the_embedding_function_needs_no_embedq_settings() -> None:
+    # A notebook user of the seed-compatible class has no broker: settings are never read.
+    code = (
+        "from worker import Model2VecEmbeddingFunction\n"
+        "print(Model2VecEmbeddingFunction('bundled').dim)\n"
+    )
+    env = {**os.environ, "EMBEDQ_BATCH__SIZE": "-1", "EMBEDQ_REDIS__URL": "not a url"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "256"

@@ -1,20 +1,22 @@
 """The worker side: the Celery app, the encoder, the Milvus store and the tasks.
 
-``celery -A worker worker`` finds :data:`app` here. Settings are read once, at this edge.
+``celery -A worker worker`` finds :data:`app` here. Settings are read once, at this edge, when
+``app`` is first asked for: importing the encoder or the embedding function alone reads none.
 """
 
-from config.settings import load_settings
-from worker.app import create_app
+from typing import Any
+
+from worker.application import create_app
+from worker.embedding import Model2VecEmbeddingFunction
 from worker.encoder import Encoder, Model2VecEncoder, ModelInfo
 from worker.milvus import MilvusStore
 from worker.store import InMemoryStore, Rows, VectorStore
-
-app = create_app(load_settings())
 
 __all__ = [
     "Encoder",
     "InMemoryStore",
     "MilvusStore",
+    "Model2VecEmbeddingFunction",
     "Model2VecEncoder",
     "ModelInfo",
     "Rows",
@@ -22,3 +24,13 @@ __all__ = [
     "app",
     "create_app",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        from config.settings import load_settings
+
+        app = create_app(load_settings())
+        globals()["app"] = app  # built once; later lookups no longer come here
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

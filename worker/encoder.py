@@ -102,7 +102,7 @@ def check_source(model: ModelSettings) -> None:
     if offline and maybe_get_cached_model_path(source) is None:
         raise ModelLoadError(
             f"model {source!r} is not in the Hugging Face cache and HF_HUB_OFFLINE is set. "
-            f"Download it elsewhere (huggingface-cli download {source} --local-dir DIR), copy DIR "
+            f"Download it elsewhere (hf download {source} --local-dir DIR), copy DIR "
             "here and set EMBEDQ_MODEL__SOURCE=DIR"
         )
 
@@ -128,7 +128,7 @@ def load_static_model(model: ModelSettings) -> StaticModel:
             why = "HF_HUB_OFFLINE is set and it is not cached" if offline else str(exc)
             raise ModelLoadError(
                 f"could not load model {source!r} from the Hugging Face cache or hub ({why}). "
-                "On an air-gapped host, download it elsewhere (huggingface-cli download "
+                "On an air-gapped host, download it elsewhere (hf download "
                 f"{source} --local-dir DIR), copy DIR here and set EMBEDQ_MODEL__SOURCE=DIR"
             ) from exc
         raise ModelLoadError(f"could not load model from {source!r}: {exc}") from exc
