@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint unit integration model clean
+.PHONY: install demo test lint unit integration model bench clean
 
 install: $(STAMP)
 
@@ -12,7 +12,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[worker,monitor,dev]'
+	$(BIN)/pip install --quiet -e '.[worker,monitor,dev,bench]'
 	touch $(STAMP)
 
 # Start the embedded stack, ingest the sample corpus, print a few searches, stop the stack.
@@ -33,6 +33,11 @@ unit: $(STAMP)
 
 integration: $(STAMP)
 	$(BIN)/python -m pytest -m integration
+
+# Benchmark: limit, seed path and embedq on this machine (about 5-10 minutes on 2 cores);
+# writes bench/results/latest.json and latest.png. `$(BIN)/python -m bench --quick`: tiny run.
+bench: $(STAMP)
+	$(BIN)/python -m bench
 
 # Rebuild the bundled model in a throwaway venv (torch is a build tool, never a dependency).
 model:

@@ -1,0 +1,73 @@
+"""What one benchmark run measures: corpus sizes, worker counts, batch sizes and the model."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.corpus import ROOT
+from config.settings import BUNDLED_MODEL
+
+__all__ = ["DEFAULT_OUT", "FULL", "QUICK", "Plan", "model_name_for"]
+
+DEFAULT_OUT = ROOT / "bench" / "results"
+
+
+@dataclass(frozen=True)
+class Plan:
+    quick: bool
+    out: Path
+    model_source: str
+    model_name: str
+    #: Texts in the short-sentence and the ~300-token passage corpora.
+    short: int
+    passages: int
+    #: One-text jobs in each phase (one at a time, then back to back).
+    small_jobs: int
+    #: Producer batch sizes (EMBEDQ_BATCH__SIZE) and worker processes (celery --concurrency).
+    batch_sizes: tuple[int, ...]
+    workers: tuple[int, ...]
+    #: Records in the two files `embedq ingest` streams for the producer-memory comparison.
+    memory_sizes: tuple[int, int]
+    #: Rows per encode/insert call of the seed path and per upsert of the raw-upsert limit.
+    client_batch: int
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["out"] = str(self.out)
+        return data
+
+
+#: About 5-10 minutes on 2 cores (estimated from --quick rates). Batch 64 is left out: on
+#: Milvus Lite each batch pays an upsert + flush, which makes 50k texts in batches of 64 take
+#: minutes; pass --batch-sizes 64,256,1024 to see it.
+FULL: dict[str, Any] = {
+    "short": 50_000,
+    "passages": 5_000,
+    "small_jobs": 500,
+    "batch_sizes": (256, 1024),
+    "workers": (1, 2),
+    "memory_sizes": (10_000, 1_000_000),
+    "client_batch": 1_000,
+}
+
+#: Tiny: checks that every part runs (its figures say little).
+QUICK: dict[str, Any] = {
+    "short": 2_000,
+    "passages": 200,
+    "small_jobs": 20,
+    "batch_sizes": (64, 256),
+    "workers": (1, 2),
+    "memory_sizes": (1_000, 10_000),
+    "client_batch": 500,
+}
+
+
+def model_name_for(source: str) -> str:
+    """The short name embedq needs (queue names, collection binding) for a model source."""
+    if source == BUNDLED_MODEL:
+        return "minilm-l6-distilled"
+    name = re.sub(r"[^A-Za-z0-9_-]+", "-", Path(source.rstrip("/")).name).strip("-")
+    return (name or "model")[:64]

@@ -1,0 +1,246 @@
+"""The servers a benchmark run measures against, started as the embedded stack starts them
+(worker.services): one Redis, one Milvus Lite server, and Celery worker pools started and stopped
+per worker count. Free loopback ports, a temporary directory, everything stopped in ``close``."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from bench.corpus import ROOT
+from config.celeryconfig import make_celery
+from config.contract import embed_queue, search_queue
+from config.settings import Settings, load_settings
+from worker.encoder import ModelInfo
+from worker.milvus import MilvusStore
+from worker.services import (
+    MILVUS_LITE_STOP_SIGNAL,
+    Service,
+    milvus_lite_command,
+    redis_command,
+    wait_for_port,
+    worker_command,
+)
+
+__all__ = ["Stack", "free_port", "pool_children"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def pool_children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (a prefork pool's processes), read from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces, so split after the last ')'.
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+class Stack:
+    """Redis + Milvus Lite server now; worker pools on demand."""
+
+    def __init__(self, root: Path, model_source: str, model_name: str) -> None:
+        self.root = root
+        self.model_source = model_source
+        self.model_name = model_name
+        self.redis_url = ""
+        self.milvus_uri = ""
+        self._services: list[Service] = []
+        self.pool: Service | None = None
+        self._node = ""
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def __enter__(self) -> Stack:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def start(self) -> None:
+        import redis
+
+        logs = self.root / "logs"
+        redis_port = free_port()
+        store = Service("redis", redis_command(redis_port, self.root / "redis"), logs / "redis.log")
+        self._services.append(store)
+        client = redis.Redis(port=redis_port, socket_timeout=1)
+        try:
+            store.wait_ready(lambda: bool(client.ping()), timeout=20)
+        finally:
+            client.close()
+        self.redis_url = f"redis://127.0.0.1:{redis_port}/0"
+
+        milvus_port = free_port()
+        milvus = Service(
+            "milvus-lite",
+            milvus_lite_command(milvus_port, self.root / "milvus"),
+            logs / "milvus.log",
+            stop_signal=MILVUS_LITE_STOP_SIGNAL,
+        )
+        self._services.append(milvus)
+        milvus.wait_ready(lambda: wait_for_port("127.0.0.1", milvus_port), timeout=60)
+        self.milvus_uri = f"http://127.0.0.1:{milvus_port}"
+
+    def close(self) -> None:
+        # Workers first (they may still write), then Milvus (SIGINT: it closes its files), then
+        # Redis; each stop waits and kills what does not stop, so nothing outlives the run.
+        self.stop_workers()
+        for service in reversed(self._services):
+            service.stop(timeout=30)
+        self._services.clear()
+
+    # -- settings and environment ------------------------------------------------------------
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """A child's environment: the caller's EMBEDQ_* variables dropped, ours set."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EMBEDQ_")}
+        env.update(
+            EMBEDQ_REDIS__URL=self.redis_url,
+            EMBEDQ_MILVUS__URI=self.milvus_uri,
+            EMBEDQ_MODEL__SOURCE=self.model_source,
+            EMBEDQ_MODEL__NAME=self.model_name,
+            PYTHONPATH=str(ROOT),
+            HF_HUB_OFFLINE="1",
+        )
+        env.update(extra)
+        return env
+
+    def settings(self, batch_size: int | None = None) -> Settings:
+        overrides: dict[str, Any] = {
+            "redis": {"url": self.redis_url},
+            "milvus": {"uri": self.milvus_uri},
+            "model": {"source": self.model_source, "name": self.model_name},
+        }
+        if batch_size is not None:
+            overrides["batch"] = {"size": batch_size}
+        return load_settings(**overrides)
+
+    # -- workers -----------------------------------------------------------------------------
+
+    def start_workers(self, concurrency: int) -> Service:
+        """A prefork pool of ``concurrency`` processes, returned once every process has loaded
+        its model (so load time is never counted as ingest time)."""
+        self.stop_workers()
+        self._node = f"bench{concurrency}_{os.getpid()}"
+        queues = [embed_queue(self.model_name), search_queue(self.model_name)]
+        pool = Service(
+            self._node,
+            worker_command(queues, concurrency, node=f"{self._node}@%h"),
+            self.root / "logs" / f"{self._node}.log",
+            env=self.env(),
+            # Not the repository: a developer's .env there must not reach the workers.
+            cwd=self.root,
+        )
+        self.pool = pool
+        control = make_celery(self.settings())
+        destination = [f"{self._node}@{socket.gethostname()}"]
+        try:
+            pool.wait_ready(
+                lambda: bool(control.control.ping(destination, timeout=0.5)), timeout=120
+            )
+        finally:
+            control.close()
+        loaded = re.compile(rb"loaded model")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            # Each prefork child logs one "loaded model" line from its init hook; when the log
+            # wording changes, the deadline still bounds the wait.
+            ready = len(loaded.findall(pool.output())) >= concurrency
+            if ready and len(pool_children(pool.pid)) >= concurrency:
+                break
+            time.sleep(0.1)
+        return pool
+
+    def warm_up(self, collection: str, model: ModelInfo, batches: int) -> None:
+        """One-text batches until every pool process has stored one: a process opens its
+        Milvus connection (and imports pymilvus) on its first batch, about a second that the
+        seed path, whose client is connected before its clock starts, never pays either."""
+        from producer import EmbeddingProducer
+
+        self.create_collection(collection, model)
+        with EmbeddingProducer(self.settings(batch_size=1)) as producer:
+            texts = [f"warm-up text {i}" for i in range(batches)]
+            producer.submit(texts, collection=collection).wait(timeout=120, poll=0.01)
+
+    def batch_seconds(self, job_id: str) -> list[float]:
+        """Seconds each batch of ``job_id`` took in a worker, from the per-batch log lines
+        (``... job_id=J ... seconds=S``); empty when the log format does not match."""
+        if self.pool is None:
+            return []
+        pattern = re.compile(rb"job_id=" + job_id.encode() + rb"\b.*?\bseconds=([0-9.]+)")
+        return [float(m.group(1)) for m in pattern.finditer(self.pool.output())]
+
+    def stop_workers(self) -> None:
+        if self.pool is not None:
+            self.pool.stop(timeout=60)
+            self.pool = None
+
+    # -- Milvus ------------------------------------------------------------------------------
+
+    def client(self) -> Any:
+        from pymilvus import MilvusClient
+
+        return MilvusClient(uri=self.milvus_uri, timeout=60)
+
+    def create_collection(self, collection: str, model: ModelInfo) -> None:
+        """A fresh collection with embedq's own schema, index and model binding, created the
+        way a worker creates it (so every path writes into the same kind of collection)."""
+        client = self.client()
+        try:
+            if client.has_collection(collection):
+                client.drop_collection(collection)
+        finally:
+            client.close()
+        store = MilvusStore(self.settings().milvus)
+        try:
+            store.prepare(collection, model)
+        finally:
+            store.close()
+
+    def count(self, collection: str) -> int:
+        """Rows in ``collection``, read with Strong consistency (every acknowledged write)."""
+        client = self.client()
+        try:
+            result = client.query(
+                collection, filter="", output_fields=["count(*)"], consistency_level="Strong"
+            )
+            return int(result[0]["count(*)"])
+        finally:
+            client.close()
+
+    def flush_redis(self) -> None:
+        """Drop everything queued (the producer-memory run queues texts no worker reads)."""
+        import redis
+
+        client = redis.Redis.from_url(self.redis_url)
+        try:
+            client.flushall()
+        finally:
+            client.close()
