@@ -3,12 +3,15 @@
 A job is the set of batches one ``submit`` queued. Counters are idempotent: a batch is counted
 once however often it is delivered (a redelivery after a crash, a requeued dead letter), because
 "done" is a set of batch numbers and texts are added only when a batch first enters that set.
+Every change is also published on the job's channel, so that waiters wake up at once instead
+of polling (:meth:`JobTracker.watch`).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -32,6 +35,7 @@ if added == 1 then
   redis.call('LTRIM', KEYS[4], 0, {_MAX_ERRORS - 1})
 end
 for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ARGV[4]) end
+redis.call('PUBLISH', KEYS[1] .. ':progress', ARGV[1])
 return added
 """
 
@@ -42,6 +46,7 @@ if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 0 then
   fresh = redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
 end
 for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[3]) end
+redis.call('PUBLISH', KEYS[1] .. ':progress', ARGV[1])
 return fresh
 """
 
@@ -112,7 +117,31 @@ class JobTracker:
         pipe = self._redis.pipeline()
         pipe.hset(key, mapping={"total_batches": total_batches, "texts_total": total_texts})
         pipe.expire(key, self._ttl)
+        pipe.publish(f"{key}:progress", "sealed")
         pipe.execute()
+
+    @contextmanager
+    def watch(self, job_id: str) -> Iterator[Callable[[float], None]]:
+        """Subscribe to the job's changes; yields ``wait(seconds)``, which returns at the next
+        change or after ``seconds``. Subscribe first, then read the status: no change is
+        missed between the two."""
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        try:
+            pubsub.subscribe(f"{self._keys(job_id)[0]}:progress")
+        except redis.RedisError as exc:
+            pubsub.close()
+            raise BrokerUnavailableError(f"cannot watch job {job_id} in Redis: {exc}") from exc
+
+        def wait(seconds: float) -> None:
+            try:
+                pubsub.get_message(timeout=seconds)
+            except redis.RedisError:
+                time.sleep(seconds)  # the status read that follows reports the problem
+
+        try:
+            yield wait
+        finally:
+            pubsub.close()
 
     def batch_done(
         self, job_id: str, batch: int, stored: int, rejected: int, errors: list[str]

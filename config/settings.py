@@ -232,6 +232,13 @@ class WorkerSettings(BaseModel):
         ge=10,
         description="Redis redelivers an unacknowledged task after this (s); > limit + backoff",
     )
+    coalesce_texts: int | None = Field(
+        None,
+        ge=0,
+        le=10_000,
+        description="a small batch is embedded with others waiting in its queue, up to this "
+        "many texts; unset = EMBEDQ_BATCH__SIZE, 0 = off",
+    )
     max_message_bytes: int = Field(
         16 * 1024 * 1024,
         ge=64 * 1024,

@@ -31,26 +31,29 @@ class Job:
         text was rejected, and :class:`JobTimeoutError` after ``timeout`` seconds.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        delay = 0.005
-        while True:
-            # A job's record exists before its first batch is queued: a missing one is a wrong
-            # id or an expired job, never one that is about to appear.
-            status = self.status()
-            if status.finished:
-                if not status.ok:
-                    reasons = [f"batch {b}: {why}" for b, why in sorted(status.failures.items())]
-                    reasons += status.errors
-                    raise JobFailedError(
-                        f"{status.summary()}; first reasons: " + "; ".join(reasons[:3]),
-                        errors=reasons,
+        with self._tracker.watch(self.id) as changed:
+            while True:
+                # A job's record exists before its first batch is queued: a missing one is a
+                # wrong id or an expired job, never one that is about to appear.
+                status = self.status()
+                if status.finished:
+                    if not status.ok:
+                        reasons = [
+                            f"batch {b}: {why}" for b, why in sorted(status.failures.items())
+                        ]
+                        reasons += status.errors
+                        raise JobFailedError(
+                            f"{status.summary()}; first reasons: " + "; ".join(reasons[:3]),
+                            errors=reasons,
+                        )
+                    return status
+                left = poll if deadline is None else min(poll, deadline - time.monotonic())
+                if left <= 0:
+                    raise JobTimeoutError(
+                        f"{status.summary()} after {timeout}s; are workers running (`embedq "
+                        "worker`)? The job goes on: check it later with `embedq status "
+                        + self.id
+                        + "`"
                     )
-                return status
-            if deadline is not None and time.monotonic() >= deadline:
-                raise JobTimeoutError(
-                    f"{status.summary()} after {timeout}s; are workers running (`embedq worker`)? "
-                    "The job goes on: check it later with `embedq status " + self.id + "`"
-                )
-            # Short jobs finish in milliseconds: start polling fast, then back off.
-            sleep = delay if deadline is None else min(delay, max(0.0, deadline - time.monotonic()))
-            time.sleep(sleep)
-            delay = min(delay * 2, poll)
+                # Wakes up when a worker records a batch; ``poll`` bounds the wait regardless.
+                changed(left)

@@ -10,7 +10,7 @@ from config.contract import BatchMessage, SearchMessage, derive_id
 from config.errors import ModelMismatchError
 from config.settings import BatchSettings
 from tests.fakes import HashEncoder
-from worker.batch import embed_batch, search
+from worker.batch import embed_batch, embed_batches, search
 from worker.encoder import ModelInfo
 from worker.store import InMemoryStore
 
@@ -137,3 +137,42 @@ def test_text_the_model_cannot_represent_is_rejected_not_stored_as_zeros() -> No
     )
     assert outcome.stored == 1 and "zero vector" in outcome.rejected[1]
     assert list(store.rows["c"]) == ["a"]
+
+
+def test_coalesced_batches_share_one_encode_and_one_upsert_per_collection() -> None:
+    class CountingStore(InMemoryStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.upserts: list[str] = []
+
+        def upsert(self, collection: str, rows: Any) -> int:
+            self.upserts.append(collection)
+            return super().upsert(collection, rows)
+
+    encoder, store = HashEncoder(), CountingStore()
+    messages = [
+        message(job_id="j1", texts=["a"], ids=["1"], metadata=[{"n": 1}]),
+        message(job_id="j2", texts=["b", ""], collection="d"),
+        message(job_id="j3", texts=["c"], ids=["1"]),  # same id as j1's: the later one wins
+        message(job_id="j4", texts=["", " "]),
+    ]
+    outcomes = embed_batches(messages, encoder, store, LIMITS)
+    assert len(encoder.calls) == 1 and sorted(encoder.calls[0]) == ["a", "b", "c"]
+    assert sorted(store.upserts) == ["c", "d"]
+    # each message gets its own outcome, in order
+    assert [o.stored for o in outcomes] == [1, 1, 1, 0]
+    assert [sorted(o.rejected) for o in outcomes] == [[], [1], [], [0, 1]]
+    assert store.rows["c"]["1"][1:] == ("c", {})
+    assert store.count("d") == 1
+
+
+def test_a_coalesced_group_for_another_model_is_refused_before_anything_is_stored() -> None:
+    store = InMemoryStore()
+    with pytest.raises(ModelMismatchError):
+        embed_batches(
+            [message(texts=["a"]), message(texts=["b"], model="other")],
+            HashEncoder(),
+            store,
+            LIMITS,
+        )
+    assert store.count("c") == 0

@@ -1,4 +1,4 @@
-"""The host lock that makes Milvus Lite writers take turns."""
+"""The host lock that makes Milvus Lite flushes take turns, and the flushes writers share."""
 
 from __future__ import annotations
 
@@ -8,10 +8,14 @@ import signal
 import time
 import uuid
 
+import numpy as np
 import pytest
 
 from config.errors import StoreUnavailableError
+from config.settings import MilvusSettings
 from worker.locks import host_lock
+from worker.milvus import MilvusStore
+from worker.store import Rows
 
 
 def _hold(name: str, ready: multiprocessing.synchronize.Event) -> None:
@@ -55,3 +59,59 @@ def test_the_lock_of_a_killed_holder_is_free_at_once() -> None:
 def test_locks_of_different_names_do_not_block_each_other() -> None:
     with host_lock(f"a-{uuid.uuid4()}", wait=0.1), host_lock(f"b-{uuid.uuid4()}", wait=0.1):
         pass
+
+
+class RecordingClient:
+    """Stands in for pymilvus's client: records upserts and flushes of a Milvus Lite server."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def get_server_version(self) -> str:
+        return "milvus_lite 3.2.2"
+
+    def upsert(self, collection: str, data: list[object], timeout: float) -> dict[str, int]:
+        self.calls.append("upsert")
+        return {"upsert_count": len(data)}
+
+    def flush(self, collection: str, timeout: float) -> None:
+        self.calls.append("flush")
+
+
+def lite_store(name: str) -> tuple[MilvusStore, RecordingClient]:
+    store = MilvusStore(
+        MilvusSettings(uri="http://127.0.0.1:1"), write_lock=lambda c: host_lock(name + c, wait=1)
+    )
+    client = RecordingClient()
+    store._client = client
+    return store, client
+
+
+def rows() -> Rows:
+    vectors = np.ones((2, 4), dtype=np.float32)
+    return Rows(ids=["a", "b"], texts=["x", "y"], metadata=[{}, {}], vectors=vectors)
+
+
+def test_each_batch_on_milvus_lite_is_flushed_before_upsert_returns() -> None:
+    store, client = lite_store(f"flush-{uuid.uuid4()}")
+    store.upsert("c", rows())
+    store.upsert("c", rows())
+    assert client.calls == ["upsert", "flush", "upsert", "flush"]
+
+
+def test_a_flush_started_after_an_upsert_covers_it_for_every_process() -> None:
+    name = f"group-{uuid.uuid4()}"
+    store, client = lite_store(name)
+    upserted = time.monotonic()
+    # another process's flush started after this upsert completed, and finished
+    with host_lock(name + "c", wait=1) as ledger:
+        ledger.write(time.monotonic())
+    store._flush_after("c", upserted)
+    assert client.calls == []
+    # one that started before it does not count
+    with host_lock(name + "c", wait=1) as ledger:
+        ledger.write(upserted - 1)
+    store._flush_after("c", upserted)
+    assert client.calls == ["flush"]
+    with host_lock(name + "c", wait=1) as ledger:
+        assert ledger.read() > upserted  # this flush is now on record for the others

@@ -4,6 +4,7 @@ good ones, upsert them. Unit-tested with fakes of the encoder and the store."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +24,7 @@ from config.settings import BatchSettings
 from worker.encoder import Encoder
 from worker.store import Rows, VectorStore
 
-__all__ = ["BatchOutcome", "embed_batch", "search"]
+__all__ = ["BatchOutcome", "embed_batch", "embed_batches", "search"]
 
 
 @dataclass
@@ -32,6 +33,7 @@ class BatchOutcome:
 
     stored: int = 0
     rejected: dict[int, str] = field(default_factory=dict)
+    #: Time spent encoding and writing, on the first outcome of a coalesced group only.
     encode_seconds: float = 0.0
     upsert_seconds: float = 0.0
 
@@ -59,11 +61,17 @@ def _check_model(message_model: str, encoder: Encoder) -> None:
         )
 
 
-def embed_batch(
-    message: BatchMessage, encoder: Encoder, store: VectorStore, limits: BatchSettings
-) -> BatchOutcome:
-    """Store every valid item of ``message``; an invalid item is rejected on its own."""
-    _check_model(message.model, encoder)
+@dataclass
+class _Checked:
+    """The valid items of one message, by id, and where each came from."""
+
+    message: BatchMessage
+    outcome: BatchOutcome
+    rows: dict[str, tuple[str, dict[str, Any]]]
+    position: dict[str, int]
+
+
+def _check(message: BatchMessage, limits: BatchSettings) -> _Checked:
     outcome = BatchOutcome()
     # id -> (text, metadata); a later duplicate id replaces an earlier one, as upsert would.
     rows: dict[str, tuple[str, dict[str, Any]]] = {}
@@ -83,35 +91,67 @@ def embed_batch(
             outcome.rejected[position[key]] = f"duplicate id {key!r} in the same batch"
         rows[key] = (text, meta)
         position[key] = i
-    if not rows:
-        return outcome
-    store.prepare(message.collection, encoder.info)
-    ids = list(rows)
-    texts = [rows[key][0] for key in ids]
+    return _Checked(message, outcome, rows, position)
+
+
+def embed_batch(
+    message: BatchMessage, encoder: Encoder, store: VectorStore, limits: BatchSettings
+) -> BatchOutcome:
+    """Store every valid item of ``message``; an invalid item is rejected on its own."""
+    return embed_batches([message], encoder, store, limits)[0]
+
+
+def embed_batches(
+    messages: Sequence[BatchMessage], encoder: Encoder, store: VectorStore, limits: BatchSettings
+) -> list[BatchOutcome]:
+    """Store every valid item of several messages with one encode call and one upsert per
+    collection (small batches coalesced by the worker); one outcome per message, in order.
+    An invalid item is rejected on its own; a store error fails them all (nothing is
+    acknowledged, so every message is retried)."""
+    for message in messages:
+        _check_model(message.model, encoder)
+    checked = [_check(message, limits) for message in messages]
+    # (message index, id) of every row to write, in message order.
+    keys = [(m, key) for m, c in enumerate(checked) for key in c.rows]
+    if not keys:
+        return [c.outcome for c in checked]
     started = time.perf_counter()
-    vectors = encoder.encode(texts)
-    outcome.encode_seconds = time.perf_counter() - started
+    vectors = encoder.encode([checked[m].rows[key][0] for m, key in keys])
+    encode_seconds = time.perf_counter() - started
     # A text made only of tokens the model does not know encodes to zeros, which no cosine
     # search can rank: reject it rather than store a vector that matches nothing.
     known = np.any(vectors != 0, axis=1)
-    if not known.all():
-        for j in np.flatnonzero(~known):
-            outcome.rejected[position[ids[j]]] = (
-                "the model knows none of this text's tokens (it would embed to a zero vector)"
-            )
-        keep = np.flatnonzero(known)
-        ids = [ids[j] for j in keep]
-        texts = [texts[j] for j in keep]
-        vectors = np.ascontiguousarray(vectors[keep])
-        if not ids:
-            return outcome
+    for unknown in np.flatnonzero(~known).tolist():
+        m, key = keys[unknown]
+        checked[m].outcome.rejected[checked[m].position[key]] = (
+            "the model knows none of this text's tokens (it would embed to a zero vector)"
+        )
+    by_collection: dict[str, list[int]] = {}
+    for good in np.flatnonzero(known).tolist():
+        by_collection.setdefault(messages[keys[good][0]].collection, []).append(good)
     started = time.perf_counter()
-    outcome.stored = store.upsert(
-        message.collection,
-        Rows(ids=ids, texts=texts, metadata=[rows[key][1] for key in ids], vectors=vectors),
-    )
-    outcome.upsert_seconds = time.perf_counter() - started
-    return outcome
+    for collection, picks in by_collection.items():
+        store.prepare(collection, encoder.info)
+        # Rows of one collection from different messages may share an id (the same text
+        # without ids): upsert each id once, the last one winning as it would in turn.
+        last = {keys[j][1]: j for j in picks}
+        chosen = list(last.values())
+        rows = [checked[keys[j][0]].rows[keys[j][1]] for j in chosen]
+        store.upsert(
+            collection,
+            Rows(
+                ids=[keys[j][1] for j in chosen],
+                texts=[text for text, _ in rows],
+                metadata=[meta for _, meta in rows],
+                vectors=np.ascontiguousarray(vectors[chosen]),
+            ),
+        )
+        for pick in picks:
+            checked[keys[pick][0]].outcome.stored += 1
+    upsert_seconds = time.perf_counter() - started
+    first = checked[0].outcome
+    first.encode_seconds, first.upsert_seconds = encode_seconds, upsert_seconds
+    return [c.outcome for c in checked]
 
 
 def search(message: SearchMessage, encoder: Encoder, store: VectorStore) -> list[Hit]:

@@ -1,7 +1,8 @@
 """Locks shared by the worker processes of one host.
 
 An advisory file lock (``flock``) rather than a Redis lock: the kernel releases it when its
-holder dies, so a worker killed mid-write never leaves the others waiting for an expiry.
+holder dies, so a worker killed mid-write never leaves the others waiting for an expiry. The
+locked file also holds one number its holders share (see :class:`Ledger`).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import struct
 import tempfile
 import time
 from collections.abc import Iterator
@@ -17,17 +19,45 @@ from pathlib import Path
 
 from config.errors import StoreUnavailableError
 
-__all__ = ["host_lock"]
+__all__ = ["Ledger", "host_lock"]
+
+_STAMP = struct.Struct("<d")
+
+
+class Ledger:
+    """A timestamp kept in the lock's file, read and written only by the lock's holder.
+
+    The times are ``time.monotonic()`` readings, which all processes of one host share.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def read(self) -> float:
+        data = os.pread(self._fd, _STAMP.size, 0)
+        return float(_STAMP.unpack(data)[0]) if len(data) == _STAMP.size else 0.0
+
+    def write(self, stamp: float) -> None:
+        os.pwrite(self._fd, _STAMP.pack(stamp), 0)
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
 
 
 def _path(name: str) -> Path:
     folder = Path(tempfile.gettempdir()) / f"embedq-locks-{os.getuid()}"
     folder.mkdir(mode=0o700, exist_ok=True)
-    return folder / f"{hashlib.blake2b(name.encode(), digest_size=16).hexdigest()}.lock"
+    # Per boot: a ledger's monotonic times mean nothing after a restart of the host.
+    key = f"{_boot_id()}|{name}".encode()
+    return folder / f"{hashlib.blake2b(key, digest_size=16).hexdigest()}.lock"
 
 
 @contextmanager
-def host_lock(name: str, wait: float) -> Iterator[None]:
+def host_lock(name: str, wait: float) -> Iterator[Ledger]:
     """Hold the lock called ``name`` (any string) for the duration of the block.
 
     Waits at most ``wait`` seconds, then raises :class:`StoreUnavailableError`, which the task
@@ -51,6 +81,6 @@ def host_lock(name: str, wait: float) -> Iterator[None]:
                 # Polled, not blocking: a blocking flock could not give up after ``wait``.
                 time.sleep(pause)
                 pause = min(pause * 2, 0.01)
-        yield
+        yield Ledger(fd)
     finally:
         os.close(fd)  # releases the lock

@@ -12,9 +12,10 @@ import contextlib
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from config.contract import MAX_TEXT_BYTES, Hit
 from config.errors import (
@@ -33,9 +34,28 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: Given a collection name, a lock held across processes (and hosts) while one batch is upserted
-#: and flushed; see :meth:`MilvusStore.upsert`.
-WriteLock = Callable[[str], AbstractContextManager[object]]
+#: Given a collection name, a lock that the writers of that collection share, with the time
+#: the last flush of the collection started; see :meth:`MilvusStore.upsert`.
+WriteLock = Callable[[str], AbstractContextManager["FlushLedger"]]
+
+
+class FlushLedger(Protocol):
+    def read(self) -> float: ...
+    def write(self, stamp: float) -> None: ...
+
+
+class _LocalLedger:
+    """The ledger of a store used by one process only."""
+
+    def __init__(self) -> None:
+        self._stamp = 0.0
+
+    def read(self) -> float:
+        return self._stamp
+
+    def write(self, stamp: float) -> None:
+        self._stamp = stamp
+
 
 ID_MAX_LENGTH = 512
 _PROPS = ("embedq.model", "embedq.source", "embedq.dim", "embedq.revision")
@@ -48,6 +68,7 @@ class MilvusStore:
     def __init__(self, settings: MilvusSettings, write_lock: WriteLock | None = None) -> None:
         self._settings = settings
         self._write_lock = write_lock
+        self._ledger = _LocalLedger()
         self._client: Any = None
         self._lock = threading.Lock()
         self._prepared: dict[str, ModelInfo] = {}
@@ -175,19 +196,33 @@ class MilvusStore:
     # -- data -------------------------------------------------------------------------------
 
     def upsert(self, collection: str, rows: Rows) -> int:
-        if not self._should_flush():
-            return self._upsert(collection, rows)
-        # Milvus Lite acknowledges a write before it is safe from a crash of its process, so the
-        # batch is flushed before it is acknowledged. Its flush returns at once when another
-        # process's flush has just taken the pending rows, before those are on disk: writers of
-        # one collection take turns (upsert, then flush) so that every flush covers its own rows.
-        lock = self._write_lock(collection) if self._write_lock else contextlib.nullcontext()
-        with lock:
-            written = self._upsert(collection, rows)
+        written = self._upsert(collection, rows)
+        if self._should_flush():
+            self._flush_after(collection, time.monotonic())
+        return written
+
+    def _flush_after(self, collection: str, upserted: float) -> None:
+        """Make rows upserted before ``upserted`` safe from a crash of the server.
+
+        Milvus Lite acknowledges a write before it is safe from a crash of its process, so the
+        batch is flushed before it is acknowledged. Its flush returns at once when another
+        flush has just taken the pending rows, before those are on disk: flushes of one
+        collection therefore take turns under a lock. And one flush covers every row upserted
+        before it started, so a writer that finds such a flush already done skips its own
+        (group commit: concurrent writers share flushes).
+        """
+        if self._write_lock is None:
+            lock: AbstractContextManager[FlushLedger] = contextlib.nullcontext(self._ledger)
+        else:
+            lock = self._write_lock(collection)
+        with lock as ledger:
+            if ledger.read() > upserted:
+                return
+            started = time.monotonic()
             self._call(
                 "flush", lambda client: client.flush(collection, timeout=self._settings.timeout)
             )
-        return written
+            ledger.write(started)
 
     def _upsert(self, collection: str, rows: Rows) -> int:
         written = 0

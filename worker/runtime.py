@@ -14,20 +14,23 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 import redis
+from celery import Celery
 
 from config.connections import redis_client
 from config.deadletters import DeadLetters
 from config.jobs import JobTracker
 from config.registry import CollectionRegistry
 from config.settings import Settings
+from worker.coalescer import Coalescer
 from worker.encoder import Encoder, Model2VecEncoder
-from worker.locks import host_lock
+from worker.locks import Ledger, host_lock
 from worker.milvus import MilvusStore
 from worker.store import VectorStore
 
 __all__ = [
     "Runtime",
     "close",
+    "coalescer",
     "current",
     "dead_letters",
     "open_runtime",
@@ -50,6 +53,7 @@ class Runtime:
 _lock = threading.Lock()
 _runtime: Runtime | None = None
 _redis: redis.Redis | None = None
+_coalescer: Coalescer | None = None
 
 
 def open_runtime(settings: Settings) -> Runtime:
@@ -72,8 +76,8 @@ def open_runtime(settings: Settings) -> Runtime:
 def _store(settings: Settings) -> MilvusStore:
     milvus = settings.milvus
 
-    def write_lock(collection: str) -> AbstractContextManager[None]:
-        # Writers of one collection on one server take turns (see MilvusStore.upsert); a
+    def write_lock(collection: str) -> AbstractContextManager[Ledger]:
+        # Flushes of one collection on one server take turns (see MilvusStore.upsert); a
         # Milvus Lite server only serves its own host, so a host lock covers all of them.
         return host_lock(f"{milvus.uri}|{milvus.db_name}|{collection}", wait=milvus.timeout)
 
@@ -107,12 +111,24 @@ def dead_letters(settings: Settings) -> DeadLetters:
     return DeadLetters(_client(settings), settings.jobs.max_dead_letters)
 
 
-def close() -> None:
-    global _runtime, _redis
+def coalescer(app: Celery, settings: Settings) -> Coalescer:
+    """This process's broker channel for taking waiting batches (see worker.coalescer)."""
+    global _coalescer
     with _lock:
+        if _coalescer is None:
+            _coalescer = Coalescer(app, settings.worker.max_message_bytes)
+        return _coalescer
+
+
+def close() -> None:
+    global _runtime, _redis, _coalescer
+    with _lock:
+        if _coalescer is not None:
+            _coalescer.close()
         if _runtime is not None:
             _runtime.store.close()
         if _redis is not None:
             _redis.close()
         _runtime = None
         _redis = None
+        _coalescer = None

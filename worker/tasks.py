@@ -11,19 +11,21 @@ import redis
 from celery import Celery
 from pydantic import ValidationError
 
-from config.contract import TASK_EMBED, TASK_SEARCH, BatchMessage, SearchMessage
+from config.contract import TASK_EMBED, TASK_SEARCH, BatchMessage, SearchMessage, embed_queue
 from config.deadletters import Kind
 from config.errors import (
     BrokerUnavailableError,
     EmbedqError,
     InvalidMessageError,
     ModelLoadError,
+    StoreRejectedError,
     TransientError,
     WorkerNotReadyError,
 )
 from config.settings import Settings
 from worker import metrics, runtime
-from worker.batch import embed_batch, search
+from worker.batch import BatchOutcome, embed_batch, embed_batches, search
+from worker.coalescer import Taken
 
 __all__ = ["register_tasks"]
 
@@ -49,17 +51,10 @@ def _runtime(settings: Settings) -> runtime.Runtime:
 def register_tasks(app: Celery, settings: Settings) -> None:
     """Define embedq's tasks on ``app`` with retry policy taken from ``settings``."""
     worker = settings.worker
+    coalesce = settings.batch.size if worker.coalesce_texts is None else worker.coalesce_texts
 
-    def embed_batch_task(batch: Any = None, *extra: Any, **unknown: Any) -> None:
-        # Anyone can queue a message: odd arguments are a bad message, not a TypeError.
-        if extra or unknown:
-            raise InvalidMessageError(
-                f"unexpected task arguments {list(unknown) or len(extra)}; pass batch= only"
-            )
-        started = time.perf_counter()
-        message = _parse_batch(batch)
-        rt = _runtime(settings)
-        outcome = embed_batch(message, rt.encoder, rt.store, settings.batch)
+    def record(rt: runtime.Runtime, message: BatchMessage, outcome: BatchOutcome) -> None:
+        """Keep the rejected items and count the batch in its job's progress."""
         try:
             # The rejected items are recorded first, under an id of their own: a redelivery
             # after a crash between the two writes records them in the same place, not twice.
@@ -93,7 +88,8 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         except redis.RedisError as exc:
             # The rows are stored; a retry rewrites them (idempotent) and counts the batch.
             raise BrokerUnavailableError(f"could not record progress: {exc}") from exc
-        seconds = time.perf_counter() - started
+
+    def report(message: BatchMessage, outcome: BatchOutcome, seconds: float, group: int) -> None:
         metrics.record_batch(message.model, outcome, seconds)
         fields = {
             "job_id": message.job_id,
@@ -103,8 +99,61 @@ def register_tasks(app: Celery, settings: Settings) -> None:
             "rejected": len(outcome.rejected),
             "seconds": round(seconds, 3),
             "outcome": "partial" if outcome.rejected else "ok",
+            "coalesced": group,
         }
         log.info(" ".join(f"{k}={v}" for k, v in fields.items()), extra=fields)
+
+    def take_more(rt: runtime.Runtime, message: BatchMessage) -> list[Taken]:
+        room = coalesce - len(message.texts)
+        if room <= 0:
+            return []
+        try:
+            return runtime.coalescer(app, settings).take(
+                embed_queue(message.model), message.model, room
+            )
+        except Exception:
+            # Coalescing is an optimisation: without it the batch runs alone, as it came.
+            log.warning("could not take more batches from the queue", exc_info=True)
+            return []
+
+    def embed_batch_task(batch: Any = None, *extra: Any, **unknown: Any) -> None:
+        # Anyone can queue a message: odd arguments are a bad message, not a TypeError.
+        if extra or unknown:
+            raise InvalidMessageError(
+                f"unexpected task arguments {list(unknown) or len(extra)}; pass batch= only"
+            )
+        started = time.perf_counter()
+        message = _parse_batch(batch)
+        rt = _runtime(settings)
+        taken = take_more(rt, message)
+        pending = list(taken)
+        try:
+            try:
+                outcomes = embed_batches(
+                    [message, *(t.batch for t in taken)], rt.encoder, rt.store, settings.batch
+                )
+            except StoreRejectedError:
+                if not taken:
+                    raise
+                # One of the taken batches may be what Milvus refuses: this one runs alone,
+                # the others go back and run alone too.
+                for t in taken:
+                    t.give_back()
+                pending, taken = [], []
+                outcomes = [embed_batch(message, rt.encoder, rt.store, settings.batch)]
+            group = len(outcomes)
+            seconds = time.perf_counter() - started
+            for t, outcome in zip(taken, outcomes[1:], strict=True):
+                record(rt, t.batch, outcome)
+                t.ack()
+                pending.remove(t)
+                report(t.batch, outcome, seconds, group)
+            record(rt, message, outcomes[0])
+            report(message, outcomes[0], seconds, group)
+        finally:
+            # Failed before their progress was recorded: another attempt will store them.
+            for t in pending:
+                t.give_back()
 
     def search_task(query: Any = None, *extra: Any, **unknown: Any) -> dict[str, Any]:
         # Errors travel back as data: the producer never has to unpickle or import them.
