@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from config.errors import InvalidInputError
 from config.names import COLLECTION_NAME, COLLECTION_RULE
-from config.settings import BatchSettings
+from config.settings import BatchSettings, Settings
 
 __all__ = [
     "CONTRACT_VERSION",
@@ -33,6 +33,7 @@ __all__ = [
     "derive_id",
     "embed_queue",
     "search_queue",
+    "served_queues",
 ]
 
 CONTRACT_VERSION: Literal[1] = 1
@@ -52,6 +53,15 @@ MAX_BATCH_TEXTS = 10_000
 def embed_queue(model: str) -> str:
     """Queue of the batches a model's workers embed (one queue per model name)."""
     return f"embedq.embed.{model}"
+
+
+def served_queues(settings: Settings) -> list[str]:
+    """The queues of the models a worker with these settings serves."""
+    return [
+        queue
+        for model in settings.served_models()
+        for queue in (embed_queue(model.name), search_queue(model.name))
+    ]
 
 
 def search_queue(model: str) -> str:

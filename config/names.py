@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["COLLECTION_NAME", "COLLECTION_RULE", "MODEL_NAME"]
+__all__ = ["COLLECTION_NAME", "COLLECTION_RULE", "MODEL_NAME", "model_name"]
 
 #: What Milvus accepts as a collection name.
 COLLECTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
@@ -12,3 +12,10 @@ COLLECTION_RULE = "use a letter or _ followed by letters, digits or _ (at most 2
 
 #: Model names end up in queue names and collection properties.
 MODEL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def model_name(value: object) -> str:
+    """A checked model name, in lower case: names are case-insensitive."""
+    if not isinstance(value, str) or not MODEL_NAME.match(value.strip()):
+        raise ValueError(f"{value!r} is not a valid model name; use 1-64 letters, digits, - or _")
+    return value.strip().lower()

@@ -9,24 +9,33 @@ environment.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from config.errors import ConfigError
-from config.models import BUNDLED_MODEL, KNOWN_MODELS, ModelSettings
-from config.names import COLLECTION_NAME, COLLECTION_RULE
+from config.models import (
+    BUNDLED_MODEL,
+    DEFAULT_MODEL,
+    KNOWN_MODELS,
+    ModelOptions,
+    ModelSettings,
+    builtin_models,
+)
+from config.names import COLLECTION_NAME, COLLECTION_RULE, model_name
 
 __all__ = [
     "BUNDLED_MODEL",
+    "DEFAULT_MODEL",
     "KNOWN_MODELS",
     "BatchSettings",
     "FlowerSettings",
     "JobSettings",
     "MetricsSettings",
     "MilvusSettings",
+    "ModelOptions",
     "ModelSettings",
     "RedisSettings",
     "Settings",
@@ -217,9 +226,22 @@ class BatchSettings(BaseModel):
     max_id_length: int = Field(256, ge=8, le=512, description="longest id (characters)")
 
 
+def _model_names(value: Any) -> Any:
+    """A comma-separated list from the environment, or a list; lower case, checked."""
+    if isinstance(value, str):
+        value = [part for part in value.split(",") if part.strip()]
+    if not isinstance(value, list):
+        return value
+    return [model_name(name) for name in value]
+
+
 class WorkerSettings(BaseModel):
     """Task execution: limits, retries and the Redis visibility timeout."""
 
+    models: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="models this worker serves, comma-separated names; empty = the default model",
+    )
     concurrency: int | None = Field(None, ge=1, description="processes per worker; None = cores")
     time_limit: int = Field(300, ge=5, description="hard limit of one task (seconds)")
     soft_time_limit: int = Field(240, ge=1, description="soft limit; the task gives up cleanly")
@@ -251,6 +273,8 @@ class WorkerSettings(BaseModel):
     log_format: Literal["text", "json"] = Field(
         "text", description="worker log lines: text, or one JSON object per line"
     )
+
+    _check_models = field_validator("models", mode="before")(_model_names)
 
     @model_validator(mode="after")
     def _check_limits(self) -> WorkerSettings:
@@ -335,12 +359,81 @@ class Settings(BaseSettings):
     redis: RedisSettings = Field(default_factory=RedisSettings)
     milvus: MilvusSettings = Field(default_factory=MilvusSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
+    #: More models by name (EMBEDQ_MODELS__<NAME>__SOURCE=...), for mixed fleets and reindexing.
+    models: dict[str, ModelOptions] = Field(default_factory=dict)
     batch: BatchSettings = Field(default_factory=BatchSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
     flower: FlowerSettings = Field(default_factory=FlowerSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     standalone: StandaloneSettings = Field(default_factory=StandaloneSettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_model_by_name(cls, data: Any) -> Any:
+        # EMBEDQ_MODEL__NAME may name a model defined under EMBEDQ_MODELS: take its options.
+        if not isinstance(data, dict):
+            return data
+        model, models = data.get("model"), data.get("models")
+        if not (isinstance(model, dict) and isinstance(models, dict)):
+            return data
+        name = model.get("name")
+        if "source" in model or not isinstance(name, str):
+            return data
+        named = {str(k).lower(): v for k, v in models.items()}.get(name.strip().lower())
+        if isinstance(named, ModelOptions):
+            named = named.model_dump()
+        if isinstance(named, dict):
+            return {**data, "model": {**named, **model}}
+        return data
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _lower_case_names(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        return {model_name(name): options for name, options in value.items()}
+
+    @model_validator(mode="after")
+    def _check_served_models(self) -> Settings:
+        known = self.catalog()
+        unknown = [name for name in self.worker.models if name not in known]
+        if unknown:
+            raise ValueError(
+                f"EMBEDQ_WORKER__MODELS names unknown model(s) {', '.join(unknown)}; known: "
+                f"{', '.join(known)}. Define one with EMBEDQ_MODELS__<NAME>__SOURCE"
+            )
+        return self
+
+    def catalog(self) -> dict[str, ModelSettings]:
+        """Every model these settings know by name: the built-in ones, EMBEDQ_MODELS and the
+        default model (EMBEDQ_MODEL__*), later ones overriding earlier ones of the same name."""
+        found = {
+            name: ModelSettings(name=name, source=source)
+            for name, source in builtin_models().items()
+        }
+        for name, options in self.models.items():
+            found[name] = ModelSettings(name=name, **options.model_dump())
+        found[self.model.name] = self.model
+        return found
+
+    def model_named(self, name: str | None) -> ModelSettings:
+        """The model called ``name`` (the default model for None)."""
+        if name is None:
+            return self.model
+        found = self.catalog().get(name.strip().lower())
+        if found is None:
+            raise ConfigError(
+                f"unknown model {name!r}; known: {', '.join(self.catalog())}. Define one with "
+                "EMBEDQ_MODELS__<NAME>__SOURCE"
+            )
+        return found
+
+    def served_models(self) -> list[ModelSettings]:
+        """The models a worker with these settings loads and serves."""
+        if not self.worker.models:
+            return [self.model]
+        return [self.model_named(name) for name in dict.fromkeys(self.worker.models)]
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -358,5 +451,7 @@ def load_settings(**overrides: Any) -> Settings:
             if error["type"] == "missing":
                 msg = "is required"
             # The input is not echoed back: it may be a secret.
-            lines.append(f"  {env_name(loc) if loc else ENV_PREFIX + '*'}: {msg}")
+            where = env_name(loc) if loc else ENV_PREFIX + "*"
+            # A message that names its variable itself needs no prefix.
+            lines.append(f"  {msg}" if msg.startswith(ENV_PREFIX) else f"  {where}: {msg}")
         raise ConfigError("invalid embedq settings:\n" + "\n".join(lines)) from None

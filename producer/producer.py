@@ -83,15 +83,20 @@ class EmbeddingProducer:
         ids: Sequence[str | int] | None = None,
         metadata: Sequence[dict[str, Any] | None] | None = None,
         collection: str | None = None,
+        model: str | None = None,
     ) -> Job:
         """Check every item, then queue them in batches of ``EMBEDQ_BATCH__SIZE``.
 
         Nothing is queued when any item is invalid: the :class:`InvalidInputError` lists
         which items and why. Without ``ids``, each text's id is a hash of (model, text), so
         submitting the same texts again overwrites instead of duplicating.
+
+        ``model`` names the model to embed with; by default the collection's own model (the
+        one it was built with), or the default model for a new collection. The batches go to
+        that model's queue, where only workers serving it take them.
         """
         records = self.validate(texts, ids, metadata)
-        return self.submit_records(records, collection=collection)
+        return self.submit_records(records, collection=collection, model=model)
 
     def validate(
         self,
@@ -102,11 +107,13 @@ class EmbeddingProducer:
         """The checked records of a :meth:`submit` call, or one error naming every problem."""
         return check_items(texts, ids, metadata, self.settings.batch)
 
-    def submit_records(self, records: Iterable[Record], collection: str | None = None) -> Job:
+    def submit_records(
+        self, records: Iterable[Record], collection: str | None = None, model: str | None = None
+    ) -> Job:
         """Queue already-checked records (from :meth:`validate` or a file reader), streaming:
         memory stays flat however many records there are."""
-        name = self._collection(collection)
-        job = self.start_job(name)
+        name, model_name = self.target(collection, model)
+        job = self.start_job(name, model_name)
         sent = texts = 0
         # The worker refuses bodies over its limit: leave room for the envelope.
         limit = self.settings.worker.max_message_bytes
@@ -116,7 +123,7 @@ class EmbeddingProducer:
                 for index, chunk in enumerate(
                     batches(records, self.settings.batch.size, max_bytes)
                 ):
-                    self._send(publisher, job.id, index, name, chunk)
+                    self._send(publisher, job.id, index, name, model_name, chunk)
                     sent, texts = sent + 1, texts + len(chunk)
             if sent == 0:
                 raise InvalidInputError("no records to submit; pass at least one text")
@@ -129,8 +136,11 @@ class EmbeddingProducer:
             ) from exc
         return job
 
-    def _collection(self, collection: str | None) -> str:
-        """The checked collection name; refuses one built with another model."""
+    def target(self, collection: str | None, model: str | None = None) -> tuple[str, str]:
+        """The checked collection name and the name of the model that embeds for it.
+
+        A collection keeps the model it was built with: asking for another one is refused
+        with both names, before anything is queued (workers check it again)."""
         name = check_collection(
             self.settings.milvus.collection if collection is None else collection
         )
@@ -140,23 +150,26 @@ class EmbeddingProducer:
             raise BrokerUnavailableError(
                 f"Redis at {self.settings.redis.url} is unreachable ({exc}); nothing was queued"
             ) from exc
-        model = self.settings.model.name
-        source = self.settings.model.source
+        if recorded is not None and model is None:
+            return name, str(recorded.get("name")).lower()
+        wanted = self.settings.model_named(model)
         if recorded is not None and (
-            recorded.get("name") != model or recorded.get("source", source) != source
+            str(recorded.get("name")).lower() != wanted.name
+            or recorded.get("source", wanted.source) != wanted.source
         ):
             raise ModelMismatchError(
                 f"collection {name!r} was built with model {recorded.get('name')!r} (source "
-                f"{recorded.get('source')!r}, dim {recorded.get('dim')}) but this producer is set "
-                f"to model {model!r} (source {source!r}); nothing was queued. Use another "
-                "collection, or set EMBEDQ_MODEL__NAME and EMBEDQ_MODEL__SOURCE to its model"
+                f"{recorded.get('source')!r}, dim {recorded.get('dim')}) but model "
+                f"{wanted.name!r} (source {wanted.source!r}) was asked for; nothing was queued. "
+                f"Use another collection, or `embedq reindex --from {name} --to NEW --model "
+                f"{wanted.name}` to move it to that model"
             )
-        return name
+        return name, wanted.name
 
-    def start_job(self, collection: str) -> Job:
+    def start_job(self, collection: str, model: str | None = None) -> Job:
         job = Job(uuid.uuid4().hex, self._tracker)
         try:
-            self._tracker.create(job.id, collection, self.settings.model.name)
+            self._tracker.create(job.id, collection, model or self.settings.model.name)
         except redis.RedisError as exc:
             raise BrokerUnavailableError(
                 f"Redis at {self.settings.redis.url} is unreachable ({exc}); nothing was queued"
@@ -164,7 +177,13 @@ class EmbeddingProducer:
         return job
 
     def _send(
-        self, publisher: Any, job_id: str, index: int, collection: str, chunk: list[Record]
+        self,
+        publisher: Any,
+        job_id: str,
+        index: int,
+        collection: str,
+        model: str,
+        chunk: list[Record],
     ) -> None:
         with_ids = any(key is not None for _, key, _ in chunk)
         with_meta = any(meta for _, _, meta in chunk)
@@ -173,7 +192,7 @@ class EmbeddingProducer:
             "job_id": job_id,
             "batch": index,
             "collection": collection,
-            "model": self.settings.model.name,
+            "model": model,
             "texts": [text for text, _, _ in chunk],
         }
         if with_ids:
@@ -183,7 +202,7 @@ class EmbeddingProducer:
         self._app.send_task(
             TASK_EMBED,
             kwargs={"batch": message},
-            queue=embed_queue(self.settings.model.name),
+            queue=embed_queue(model),
             producer=publisher,
             ignore_result=True,
             # Read by the worker's consumer to mark the batch failed if it must refuse the
@@ -235,20 +254,23 @@ class EmbeddingProducer:
         filter: str = "",
         timeout: float | None = None,
     ) -> list[Hit]:
-        """The ``k`` stored texts nearest to ``query``, best first (encoded on a worker)."""
+        """The ``k`` stored texts nearest to ``query``, best first, each with its id, text,
+        metadata and score. The query is encoded on a worker with the collection's own model.
+        ``filter`` is a Milvus filter expression on the stored fields, e.g.
+        ``metadata["lang"] == "en"`` or ``id in ["a", "b"]``."""
         if not isinstance(query, str) or not query.strip():
             raise InvalidInputError("query must be a non-empty str")
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 16_384:
             raise InvalidInputError(f"k must be an int from 1 to 16384, got {k!r}")
-        name = check_collection(
-            self.settings.milvus.collection if collection is None else collection
-        )
+        if not isinstance(filter, str):
+            raise InvalidInputError(f"filter must be a str (a Milvus expression), got {filter!r}")
+        name, model = self.target(collection)
         message = {
             "v": 1,
             "query": query,
             "k": k,
             "collection": name,
-            "model": self.settings.model.name,
+            "model": model,
             "filter": filter,
         }
         wait = timeout if timeout is not None else self.settings.jobs.search_timeout
@@ -258,14 +280,14 @@ class EmbeddingProducer:
             result = self._app.send_task(
                 TASK_SEARCH,
                 kwargs={"query": message},
-                queue=search_queue(self.settings.model.name),
+                queue=search_queue(model),
                 expires=wait,
             )
             payload = result.get(timeout=wait)
         except CeleryTimeoutError:
             raise JobTimeoutError(
                 f"no worker answered the search within {wait}s; is a worker serving model "
-                f"{self.settings.model.name!r} running (`embedq worker`)?"
+                f"{model!r} running (`embedq worker`)?"
             ) from None
         except (OperationalError, redis.RedisError, OSError, RuntimeError) as exc:
             # RuntimeError: Celery's result backend gives up reconnecting with one.

@@ -146,17 +146,27 @@ def test_batches_are_also_cut_by_size_in_bytes(
     assert all(len(base64.b64decode(body)) < 64 * 1024 for body in bodies)
 
 
-def test_collection_of_another_model_is_refused_before_queueing(
-    settings: Settings, queue_length: redis.Redis
-) -> None:
+def test_a_collection_keeps_its_model(settings: Settings, queue_length: redis.Redis) -> None:
+    # Given a collection built with another model than the producer's default
     collection = unique("bound")
-    CollectionRegistry(queue_length).record(collection, {"name": "potion-base-8M", "dim": 256})
-    queue = embed_queue(settings.model.name)
-    before = queue_length.llen(queue)
-    with EmbeddingProducer(settings) as producer, pytest.raises(ModelMismatchError) as info:
+    CollectionRegistry(queue_length).record(
+        collection, {"name": "potion-base-8m", "source": "potion-base-8M", "dim": 256}
+    )
+    default_queue, bound_queue = embed_queue(settings.model.name), embed_queue("potion-base-8m")
+    before = queue_length.llen(default_queue), queue_length.llen(bound_queue)
+    with EmbeddingProducer(settings) as producer:
+        # asking for another model is refused, naming both, before anything is queued
+        with pytest.raises(ModelMismatchError) as info:
+            producer.submit(OK, collection=collection, model=settings.model.name)
+        message = str(info.value)
+        assert "'potion-base-8m'" in message and f"'{settings.model.name}'" in message
+        assert "embedq reindex" in message
+        assert (queue_length.llen(default_queue), queue_length.llen(bound_queue)) == before
+        # without a model, its batches go to the queue of the collection's own model
         producer.submit(OK, collection=collection)
-    assert "'potion-base-8M'" in str(info.value) and "EMBEDQ_MODEL__NAME" in str(info.value)
-    assert queue_length.llen(queue) == before
+    assert queue_length.llen(default_queue) == before[0]
+    assert queue_length.llen(bound_queue) == before[1] + 1
+    queue_length.delete(bound_queue)
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ def test_delivery_is_at_least_once_and_json_only() -> None:
 
 
 def test_tasks_route_to_per_model_queues() -> None:
-    settings = load_settings(model={"name": "m1"})
+    settings = load_settings(model={"name": "m1", "source": "bundled"})
     routes = celery_config(settings)["task_routes"]
     assert routes[TASK_EMBED] == {"queue": embed_queue("m1")}
     assert routes[TASK_SEARCH] == {"queue": search_queue("m1")}

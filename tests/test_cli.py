@@ -169,14 +169,14 @@ def test_worker_logs_one_json_line_per_batch(servers: Servers, tmp_path: Path) -
         [sys.executable, "-m", "producer.cli", "worker", "--log-format", "json",
          "--concurrency", "1", "-n", f"{model}@%h"],
         tmp_path / "json.log",
-        env=servers.env(EMBEDQ_MODEL__NAME=model),
+        env=servers.env(EMBEDQ_MODEL__NAME=model, EMBEDQ_MODEL__SOURCE="bundled"),
         cwd=ROOT,
     )  # fmt: skip
     try:
         service.wait_ready(lambda: b"ready." in service.output(), timeout=120)
         settings = load_settings(
             redis={"url": servers.redis_url}, milvus={"uri": servers.milvus_uri},
-            model={"name": model},
+            model={"name": model, "source": "bundled"},
         )  # fmt: skip
         with EmbeddingProducer(settings) as producer:
             job = producer.submit([f"logged {i}" for i in range(600)], collection=unique("lg"))

@@ -137,7 +137,7 @@ def test_cached_hub_model_loads_offline(
     monkeypatch.setattr("model2vec.persistence.hf.HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     ef = Model2VecEmbeddingFunction()  # pymilvus's default source, found in the cache
-    assert ef.info.name == "potion-base-8M" and ef.info.source == DEFAULT_MODEL_SOURCE
+    assert ef.info.name == "potion-base-8m" and ef.info.source == DEFAULT_MODEL_SOURCE
     np.testing.assert_array_equal(np.stack(ef.encode_queries(QUERIES)), reference.encode(QUERIES))
 
 

@@ -161,7 +161,12 @@ def test_worker_loads_the_model_once_per_process_at_start(
     start_worker: WorkerFactory, servers: Servers
 ) -> None:
     # Given a fresh worker with three processes, to which no task is ever sent
-    fresh = start_worker(concurrency=3, node=unique("eager"), EMBEDQ_MODEL__NAME=unique("m"))
+    fresh = start_worker(
+        concurrency=3,
+        node=unique("eager"),
+        EMBEDQ_MODEL__NAME=unique("m"),
+        EMBEDQ_MODEL__SOURCE="bundled",
+    )
     deadline = time.monotonic() + 60
     while fresh.output().count(b"loaded model") < 3 and time.monotonic() < deadline:
         time.sleep(0.2)

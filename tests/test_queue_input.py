@@ -43,13 +43,14 @@ def guarded_worker(start_worker: WorkerFactory, db1: str) -> Service:
         node="guarded",
         EMBEDQ_REDIS__URL=db1,
         EMBEDQ_MODEL__NAME=MODEL,
+        EMBEDQ_MODEL__SOURCE="bundled",
         EMBEDQ_WORKER__MAX_MESSAGE_BYTES=str(LIMIT),
     )
 
 
 @pytest.fixture
 def guarded_settings(servers: Servers, db1: str) -> Settings:
-    return servers.settings(redis={"url": db1}, model={"name": MODEL})
+    return servers.settings(redis={"url": db1}, model={"name": MODEL, "source": "bundled"})
 
 
 @pytest.fixture
@@ -249,7 +250,9 @@ def test_dead_letters_cli_lists_shows_and_requeues(
     publish(db1, [[], {"batch": batch(collection=collection, texts=["ok text", ""])}, {}],
             serializer="json")  # fmt: skip
     letter = next_letter(letters, before)
-    env = servers.env(EMBEDQ_REDIS__URL=db1, EMBEDQ_MODEL__NAME=MODEL)
+    env = servers.env(
+        EMBEDQ_REDIS__URL=db1, EMBEDQ_MODEL__NAME=MODEL, EMBEDQ_MODEL__SOURCE="bundled"
+    )
 
     def embedq(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

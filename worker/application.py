@@ -8,7 +8,7 @@ from typing import Any
 from celery import Celery, signals
 
 from config.celeryconfig import make_celery
-from config.contract import embed_queue, search_queue
+from config.contract import served_queues
 from config.errors import ConfigError, ModelLoadError
 from config.settings import Settings
 from worker import logs, metrics, runtime
@@ -35,14 +35,14 @@ def create_app(settings: Settings) -> Celery:
 
     def consumed_queues() -> list[str]:
         selected = app.amqp.queues.consume_from or app.amqp.queues
-        own = [embed_queue(settings.model.name), search_queue(settings.model.name)]
-        return [*own, *selected]
+        return [*served_queues(settings), *selected]
 
     def start_node(**_: Any) -> None:
         # Before forking: a model that cannot load must stop the worker at start-up, not
         # fail every batch. SystemExit, because Celery logs and ignores signal exceptions.
         try:
-            check_source(settings.model)
+            for model in settings.served_models():
+                check_source(model)
         except (ConfigError, ModelLoadError) as exc:
             log.critical("%s", exc)
             raise SystemExit(f"embedq worker: {exc}") from None

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +21,7 @@ import numpy.typing as npt
 from pydantic import ValidationError
 
 from config.errors import ConfigError, ModelLoadError
+from config.models import model_name_for
 from config.settings import BUNDLED_MODEL, ModelSettings
 from worker.encoder import (
     BUNDLED_MODEL_PATH,
@@ -116,7 +116,7 @@ def _settings(model_source: str | Path, options: Mapping[str, object]) -> ModelS
         source = model_source.strip()
     else:
         raise TypeError(f"model_source must be a str or a Path, not {type(model_source).__name__}")
-    fields: dict[str, object] = {"name": _model_name(source), "source": source, **options}
+    fields: dict[str, object] = {"name": model_name_for(source), "source": source, **options}
     try:
         settings = ModelSettings.model_validate(fields)
     except ValidationError as exc:
@@ -135,14 +135,6 @@ def _argument(loc: tuple[int | str, ...]) -> str:
     """The caller's name for a ModelSettings field."""
     field = str(loc[0]) if loc else "source"
     return "model_source" if field == "source" else field
-
-
-def _model_name(source: str) -> str:
-    """A ModelSettings name (letters, digits, - and _) from the last part of the source."""
-    if source == BUNDLED_MODEL:
-        return BUNDLED_MODEL_PATH.name
-    last = Path(source).expanduser().name or Path(source).expanduser().resolve().name
-    return re.sub(r"[^A-Za-z0-9_-]", "_", last)[:64] or "model"
 
 
 def _stored_max_length(settings: ModelSettings) -> int | None:

@@ -18,6 +18,7 @@ from celery import Celery
 
 from config.connections import redis_client
 from config.deadletters import DeadLetters
+from config.errors import ModelMismatchError
 from config.jobs import JobTracker
 from config.registry import CollectionRegistry
 from config.settings import Settings
@@ -44,10 +45,20 @@ log = logging.getLogger(__name__)
 @dataclass
 class Runtime:
     settings: Settings
-    encoder: Encoder
+    #: The models this worker serves, by name; no others are ever loaded.
+    encoders: dict[str, Encoder]
     store: VectorStore
     #: Collections this process has announced in the Redis registry.
     announced: set[str] = field(default_factory=set)
+
+    def encoder_for(self, model: str) -> Encoder:
+        found = self.encoders.get(model)
+        if found is None:
+            raise ModelMismatchError(
+                f"message asks for model {model!r} but this worker serves "
+                f"{', '.join(self.encoders)}; route it to the queue of {model!r}"
+            )
+        return found
 
 
 _lock = threading.Lock()
@@ -57,19 +68,22 @@ _coalescer: Coalescer | None = None
 
 
 def open_runtime(settings: Settings) -> Runtime:
-    """Load the model and create the store client for this process (idempotent)."""
+    """Load the served models and create the store client for this process (idempotent)."""
     global _runtime
     with _lock:
         if _runtime is None:
-            started = time.perf_counter()
-            encoder = Model2VecEncoder.from_settings(settings.model)
-            _runtime = Runtime(settings, encoder, _store(settings))
-            log.info(
-                "loaded model %s (dim %d) in %.2fs",
-                encoder.info.name,
-                encoder.info.dim,
-                time.perf_counter() - started,
-            )
+            encoders: dict[str, Encoder] = {}
+            for model in settings.served_models():
+                started = time.perf_counter()
+                encoder = Model2VecEncoder.from_settings(model)
+                encoders[model.name] = encoder
+                log.info(
+                    "loaded model %s (dim %d) in %.2fs",
+                    model.name,
+                    encoder.info.dim,
+                    time.perf_counter() - started,
+                )
+            _runtime = Runtime(settings, encoders, _store(settings))
         return _runtime
 
 

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from config.celeryconfig import make_celery
 from config.connections import redis_client
-from config.contract import embed_queue, search_queue
+from config.contract import served_queues
 from config.errors import ConfigError
 from config.settings import Settings
 from worker.services import (
@@ -108,12 +108,11 @@ def run_standalone(
         )
         _say(f"milvus lite ready on {milvus_host}:{milvus_port} (data in {data / 'milvus'})")
 
-        name = settings.model.name
         node = f"standalone-{os.getpid()}"
         pool = Service(
             "worker",
             worker_command(
-                [embed_queue(name), search_queue(name)],
+                served_queues(settings),
                 count,
                 node=f"{node}@%h",
                 log_level=settings.worker.log_level,
@@ -128,7 +127,8 @@ def run_standalone(
             cancelled=stop.is_set,
         )
         control.close()
-        _say(f"{count} worker processes ready (model {name}); logs in {logs}")
+        served = ", ".join(model.name for model in settings.served_models())
+        _say(f"{count} worker processes ready (model {served}); logs in {logs}")
         if flower:
             argv, auth = flower_command(settings)
             dashboard = Service("flower", argv, logs / "flower.log", env=dict(os.environ) | auth)

@@ -73,7 +73,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
                 )
                 metrics.record_dead_letter("rejected")
             if outcome.stored and message.collection not in rt.announced:
-                info = rt.encoder.info
+                info = rt.encoder_for(message.model).info
                 runtime.registry(settings).record(
                     message.collection, {"name": info.name, "source": info.source, "dim": info.dim}
                 )
@@ -125,12 +125,13 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         started = time.perf_counter()
         message = _parse_batch(batch)
         rt = _runtime(settings)
+        encoder = rt.encoder_for(message.model)
         taken = take_more(rt, message)
         pending = list(taken)
         try:
             try:
                 outcomes = embed_batches(
-                    [message, *(t.batch for t in taken)], rt.encoder, rt.store, settings.batch
+                    [message, *(t.batch for t in taken)], encoder, rt.store, settings.batch
                 )
             except StoreRejectedError:
                 if not taken:
@@ -140,7 +141,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
                 for t in taken:
                     t.give_back()
                 pending, taken = [], []
-                outcomes = [embed_batch(message, rt.encoder, rt.store, settings.batch)]
+                outcomes = [embed_batch(message, encoder, rt.store, settings.batch)]
             group = len(outcomes)
             seconds = time.perf_counter() - started
             for t, outcome in zip(taken, outcomes[1:], strict=True):
@@ -163,7 +164,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
             return {"error": f"search message does not follow the contract: {exc}"}
         try:
             rt = _runtime(settings)
-            hits = search(message, rt.encoder, rt.store)
+            hits = search(message, rt.encoder_for(message.model), rt.store)
         except EmbedqError as exc:
             return {"error": str(exc)}
         return {"hits": [hit.model_dump() for hit in hits]}

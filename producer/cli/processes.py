@@ -6,7 +6,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from config.contract import embed_queue, search_queue
+from config.contract import served_queues
 from config.errors import InvalidInputError
 from config.settings import Settings
 
@@ -42,8 +42,7 @@ def run_worker(settings: Settings, celery_args: Sequence[str]) -> int:
         os.environ["EMBEDQ_WORKER__LOG_FORMAT"] = value
         del extra[at : at + 2]
     if not any(a in ("-Q", "--queues") or a.startswith("--queues=") for a in extra):
-        name = settings.model.name
-        argv += ["-Q", f"{embed_queue(name)},{search_queue(name)}"]
+        argv += ["-Q", ",".join(served_queues(settings))]
     if settings.worker.concurrency and not any(
         a.startswith(("-c", "--concurrency")) for a in extra
     ):
