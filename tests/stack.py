@@ -8,7 +8,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -160,9 +160,15 @@ class Stack:
 
     # -- workers ----------------------------------------------------------------------------
 
-    def start_worker(self, node: str, concurrency: int = 2, **env: str) -> Service:
+    def start_worker(
+        self, node: str, concurrency: int = 2, models: Sequence[str] = (), **env: str
+    ) -> Service:
+        """A worker node serving ``models`` (names; the default model when empty)."""
         settings = self.settings()
-        queues = [embed_queue(settings.model.name), search_queue(settings.model.name)]
+        names = list(models) or [settings.model.name]
+        queues = [queue for name in names for queue in (embed_queue(name), search_queue(name))]
+        if models:
+            env = {"EMBEDQ_WORKER__MODELS": ",".join(models), **env}
         service = Service(
             node,
             worker_command(queues, concurrency, node=f"{node}@%h"),

@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any, Protocol, TypeVar
 
+import numpy as np
+
 from config.contract import MAX_TEXT_BYTES, Hit
 from config.errors import (
     ModelMismatchError,
@@ -285,6 +287,44 @@ class MilvusStore:
             # A restarted server drops loaded state behind a live channel; the failed call
             # reset the client, so one more try reconnects and reloads.
             return self._call("search", run)
+
+    def binding(self, collection: str) -> ModelInfo | None:
+        """The model a collection was built with, or None when there is no such collection."""
+
+        def run(client: Any) -> ModelInfo | None:
+            if not client.has_collection(collection):
+                return None
+            return self._binding(client, collection)
+
+        return self._call("describe", run)
+
+    def scan(self, collection: str, after: str = "", batch_size: int = 1000) -> Iterator[Rows]:
+        """Every row whose id sorts after ``after``, in id order, ``batch_size`` at a time
+        (vectors left out: an empty array). Resuming from the last id seen continues the scan
+        where it stopped."""
+        literal = after.replace("\\", "\\\\").replace('"', '\\"')
+        iterator = self._call(
+            "scan",
+            lambda client: client.query_iterator(
+                collection,
+                batch_size=batch_size,
+                filter=f'id > "{literal}"',
+                output_fields=["id", "text", "metadata"],
+                consistency_level="Strong",
+            ),
+        )
+        try:
+            while batch := self._call("scan", lambda _: iterator.next()):
+                batch = sorted(batch, key=lambda row: row["id"])
+                yield Rows(
+                    ids=[row["id"] for row in batch],
+                    texts=[row["text"] for row in batch],
+                    metadata=[row.get("metadata") or {} for row in batch],
+                    vectors=np.empty((len(batch), 0), dtype=np.float32),
+                )
+        finally:
+            with contextlib.suppress(Exception):
+                iterator.close()
 
     def count(self, collection: str) -> int:
         def run(client: Any) -> int:

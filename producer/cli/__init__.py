@@ -1,7 +1,8 @@
 """The ``embedq`` command line.
 
-``ingest``, ``search`` and ``status`` need only Redis; ``worker`` and ``standalone`` hand over to
-the worker side (imported only when asked for, so the producer stays light).
+``ingest``, ``search``, ``status`` and ``models`` need only Redis (or nothing); ``worker``,
+``standalone`` and ``reindex`` hand over to the worker side (imported only when asked for, so
+the producer stays light).
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from producer.cli.deadletters import dead_letters
 from producer.cli.exits import EXIT_FAILED, EXIT_INPUT, EXIT_TIMEOUT, EXIT_UNAVAILABLE, fail
 from producer.cli.ingest import ingest
 from producer.cli.lookup import search, status
+from producer.cli.models import list_models
 from producer.cli.processes import run_flower, run_worker
+from producer.cli.reindex import run_reindex
 from producer.producer import EmbeddingProducer
 
 __all__ = ["main"]
@@ -83,6 +86,22 @@ def _parser() -> argparse.ArgumentParser:
     drop = dead_sub.add_parser("drop", help="delete a record")
     drop.add_argument("letter_id")
 
+    reindex = sub.add_parser(
+        "reindex",
+        help="re-embed every text of a collection with another model, into a new collection",
+    )
+    reindex.add_argument("--from", dest="source", required=True, help="collection to read")
+    reindex.add_argument("--to", dest="target", required=True, help="collection to fill")
+    reindex.add_argument("--model", required=True, help="model name (see `embedq models`)")
+    reindex.add_argument("--page-size", type=int, default=1000, help="texts read per page")
+    reindex.add_argument(
+        "--restart", action="store_true", help="forget an interrupted run and start over"
+    )
+    reindex.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    models = sub.add_parser("models", help="the models these settings know, by name")
+    models.add_argument("--json", action="store_true")
+
     sub.add_parser("flower", help="run Flower, the Celery dashboard (EMBEDQ_FLOWER__* settings)")
 
     worker = sub.add_parser(
@@ -114,6 +133,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = args.command
         if command == "flower":
             return run_flower(settings)
+        if command == "models":
+            return list_models(settings, args)
+        if command == "reindex":
+            return run_reindex(settings, args)
         if command == "standalone":
             from worker.standalone import run_standalone
 

@@ -1,0 +1,179 @@
+"""``embedq reindex``: re-embed every text of a collection with another model, into another
+collection, through the same queues as any ingest.
+
+The source collection is read in id order, a page at a time; each page is queued as a job for
+the target model's workers, with its ids and metadata, so the target ends up with the same
+rows. The last id queued and the jobs still running are kept in Redis: an interrupted reindex
+started again continues after that id (a page queued twice is harmless, upserts are by id). At
+most a few pages are in flight at once, so a large collection never floods the queue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis
+
+from config.connections import redis_client
+from config.contract import check_collection
+from config.errors import (
+    BrokerUnavailableError,
+    InvalidInputError,
+    JobFailedError,
+    ModelMismatchError,
+)
+from config.settings import Settings
+from producer.job import Job
+from producer.producer import EmbeddingProducer
+from worker.milvus import MilvusStore
+
+__all__ = ["ReindexResult", "reindex"]
+
+#: Reports (texts stored so far, texts to go through in all).
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class ReindexResult:
+    source: str
+    target: str
+    model: str
+    #: Rows in the source collection.
+    total: int
+    stored: int
+    #: Texts the new model refused (see ``embedq dead-letters``).
+    rejected: int
+    #: Batches that failed for good (also dead letters).
+    failed_batches: int
+    #: The id after which this run started ("" for a fresh start).
+    resumed_after: str
+
+
+def _state_key(source: str, target: str) -> str:
+    return f"embedq:reindex:{source}:{target}"
+
+
+def reindex(
+    settings: Settings,
+    source: str,
+    target: str,
+    model: str,
+    page_size: int = 1000,
+    in_flight: int = 4,
+    progress: Progress | None = None,
+    restart: bool = False,
+) -> ReindexResult:
+    """Re-embed every row of ``source`` with ``model`` into ``target``; resumable."""
+    if page_size < 1 or in_flight < 1:
+        raise InvalidInputError("page size and pages in flight must be at least 1")
+    store = MilvusStore(settings.milvus)
+    client = redis_client(settings.redis)
+    try:
+        with EmbeddingProducer(settings) as producer:
+            return _run(
+                client, store, producer, source, target, model, page_size, in_flight,
+                progress, restart,
+            )  # fmt: skip
+    except redis.RedisError as exc:
+        raise BrokerUnavailableError(
+            f"Redis is unreachable ({exc}); run the same reindex again to continue"
+        ) from exc
+    finally:
+        store.close()
+        client.close()
+
+
+def _run(
+    client: redis.Redis,
+    store: MilvusStore,
+    producer: EmbeddingProducer,
+    source: str,
+    target: str,
+    model: str,
+    page_size: int,
+    in_flight: int,
+    progress: Progress | None,
+    restart: bool,
+) -> ReindexResult:
+    source_name, _ = producer.target(source)
+    if check_collection(target) == source_name:
+        raise InvalidInputError(
+            "--from and --to name the same collection; reindex into a new one, then point "
+            "your application at it"
+        )
+    target_name, model_name = producer.target(target, model)
+    if store.binding(source_name) is None:
+        raise InvalidInputError(f"collection {source_name!r} does not exist")
+    built_with = store.binding(target_name)
+    if built_with is not None and built_with.name != model_name:
+        raise ModelMismatchError(
+            f"collection {target_name!r} was built with model {built_with.name!r}, not "
+            f"{model_name!r}; reindex into a new collection"
+        )
+    key = _state_key(source_name, target_name)
+    if restart:
+        client.delete(key, f"{key}:jobs")
+    state = {_text(k): _text(v) for k, v in client.hgetall(key).items()}
+    if state and state.get("model") != model_name:
+        raise InvalidInputError(
+            f"a reindex of {source_name!r} into {target_name!r} with model {state.get('model')!r} "
+            "was interrupted; finish it with that model, or pass --restart"
+        )
+    cursor = state.get("cursor", "")
+    client.hset(key, mapping={"model": model_name, "cursor": cursor})
+    total = store.count(source_name)
+    # Jobs an interrupted run queued: their batches are in the queue, they finish anyway.
+    pending = [producer.job(_text(j)) for j in client.lrange(f"{key}:jobs", 0, -1)]
+    # Counts carry over from an interrupted run, with the cursor.
+    stored, rejected, failed = (int(state.get(k, 0)) for k in ("stored", "rejected", "failed"))
+
+    def settle(job: Job) -> None:
+        nonlocal stored, rejected, failed
+        try:
+            status = job.wait()
+        except JobFailedError:
+            # Rejected texts and failed batches are dead letters: count them, go on.
+            status = job.status()
+        stored += status.texts_stored
+        rejected += status.texts_rejected
+        failed += status.batches_failed
+        pipe = client.pipeline()
+        pipe.hset(key, mapping={"stored": stored, "rejected": rejected, "failed": failed})
+        pipe.lrem(f"{key}:jobs", 1, job.id)
+        pipe.execute()
+        if progress is not None:
+            progress(stored, total)
+
+    for rows in store.scan(source_name, after=cursor, batch_size=page_size):
+        while len(pending) >= in_flight:
+            settle(pending.pop(0))
+        job = producer.submit(
+            list(rows.texts),
+            ids=list(rows.ids),
+            metadata=list(rows.metadata),
+            collection=target_name,
+            model=model_name,
+        )
+        pipe = client.pipeline()
+        pipe.rpush(f"{key}:jobs", job.id)
+        pipe.hset(key, "cursor", rows.ids[-1])
+        pipe.execute()
+        pending.append(job)
+    while pending:
+        settle(pending.pop(0))
+    client.delete(key, f"{key}:jobs")
+    return ReindexResult(
+        source=source_name,
+        target=target_name,
+        model=model_name,
+        total=total,
+        stored=stored,
+        rejected=rejected,
+        failed_batches=failed,
+        resumed_after=cursor,
+    )
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
