@@ -46,9 +46,9 @@ class ModelOptions(BaseModel):
         BUNDLED_MODEL,
         description="`bundled`, a local folder, a hub id or a potion alias (potion-base-8M, ...)",
     )
-    normalize: bool | None = Field(None, description="L2-normalise vectors; None = model default")
+    normalize: bool | None = Field(None, description="L2-normalise vectors; unset = model default")
     quantize_to: Literal["float16", "float32", "int8"] | None = Field(
-        None, description="quantise weights at load; None = as stored"
+        None, description="quantise weights at load; unset = as stored"
     )
     max_length: int | None = Field(512, gt=0, description="tokens per text seen by the model")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import get_args, get_origin
 
 from pydantic import BaseModel
 
@@ -18,7 +19,7 @@ START, END = "<!-- settings:start -->", "<!-- settings:end -->"
 
 
 def _default(value: object) -> str:
-    if value is None:
+    if value is None or value == []:
         return "unset"
     text = str(value)
     home = str(Path.home())
@@ -30,12 +31,15 @@ def _default(value: object) -> str:
 def table() -> str:
     lines = ["| variable | default | meaning |", "| --- | --- | --- |"]
     for group, field in Settings.model_fields.items():
-        model = field.annotation
+        model, prefix = field.annotation, f"{ENV_PREFIX}{group.upper()}__"
+        if get_origin(model) is dict:
+            # Named entries (EMBEDQ_MODELS__<NAME>__SOURCE, ...): one row per field.
+            model, prefix = get_args(model)[1], f"{prefix}<NAME>__"
         assert isinstance(model, type)
         assert issubclass(model, BaseModel)
         instance = model()
         for name, sub in model.model_fields.items():
-            variable = f"{ENV_PREFIX}{group.upper()}__{name.upper()}"
+            variable = f"{prefix}{name.upper()}"
             default = _default(getattr(instance, name))
             meaning = (sub.description or "").replace("|", "\\|")
             lines.append(f"| `{variable}` | {default} | {meaning} |")

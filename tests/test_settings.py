@@ -137,3 +137,49 @@ def test_secrets_in_bad_urls_never_reach_the_error_or_the_settings(
     else:
         message = repr(settings) + settings.redis.url + settings.milvus.uri
     assert secret not in message
+
+
+def test_named_models_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EMBEDQ_MODELS__FAST__SOURCE", "potion-base-8M")
+    monkeypatch.setenv("EMBEDQ_MODELS__LOCAL__SOURCE", "/models/mine")
+    monkeypatch.setenv("EMBEDQ_MODELS__LOCAL__QUANTIZE_TO", "int8")
+    monkeypatch.setenv("EMBEDQ_WORKER__MODELS", "minilm-l6-distilled, Local")
+    settings = load_settings()
+    # the default stays the bundled model; the others are known by (lower-case) name
+    assert settings.model.name == "minilm-l6-distilled" and settings.model.source == "bundled"
+    assert settings.model_named("FAST").hub_id == "minishlab/potion-base-8M"
+    assert settings.model_named("local").quantize_to == "int8"
+    assert [m.name for m in settings.served_models()] == ["minilm-l6-distilled", "local"]
+    # and the five potion aliases are built in
+    assert settings.model_named("potion-retrieval-32M").hub_id == ("minishlab/potion-retrieval-32M")
+
+
+def test_the_default_model_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EMBEDQ_MODELS__FAST__SOURCE", "/models/fast")
+    monkeypatch.setenv("EMBEDQ_MODEL__NAME", "fast")
+    assert load_settings().model.source == "/models/fast"
+    monkeypatch.setenv("EMBEDQ_MODEL__NAME", "potion-base-2M")
+    assert load_settings().model.hub_id == "minishlab/potion-base-2M"
+    # a source alone names the model after it
+    monkeypatch.delenv("EMBEDQ_MODEL__NAME")
+    monkeypatch.setenv("EMBEDQ_MODEL__SOURCE", "/models/my-model")
+    assert load_settings().model.name == "my-model"
+    assert load_settings().served_models() == [load_settings().model]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "fragment"),
+    [
+        ("EMBEDQ_MODEL__NAME", "nope", "EMBEDQ_MODELS__NOPE__SOURCE"),
+        ("EMBEDQ_WORKER__MODELS", "minilm-l6-distilled,nope", "EMBEDQ_WORKER__MODELS"),
+        ("EMBEDQ_WORKER__MODELS", "bad name", "valid model name"),
+        ("EMBEDQ_MODELS__X__SOURCE", "potion-base-9M", "unknown model"),
+    ],
+)
+def test_unknown_or_bad_model_names_fail_at_start_up(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, fragment: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError, match=fragment) as info:
+        load_settings()
+    assert variable.split("__")[0] in str(info.value)

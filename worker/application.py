@@ -46,6 +46,11 @@ def create_app(settings: Settings) -> Celery:
         except (ConfigError, ModelLoadError) as exc:
             log.critical("%s", exc)
             raise SystemExit(f"embedq worker: {exc}") from None
+        # Imported once before the pool forks: the pool processes share these pages (pymilvus
+        # alone brings pandas and pyarrow, ~90 MB) and their first batch does not wait for it.
+        import model2vec  # noqa: F401
+        import pymilvus  # noqa: F401
+
         # Also before forking, so that every pool process records into the same folder.
         exporter = metrics.Exporter.serve(settings, consumed_queues)
         if exporter is not None:

@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     ingest.add_argument(
         "--collection", help="Milvus collection (default EMBEDQ_MILVUS__COLLECTION)"
     )
+    ingest.add_argument(
+        "--model", help="model name for a new collection (default: the collection's own)"
+    )
     ingest.add_argument("--text-field", default="text", help="JSONL/CSV field holding the text")
     ingest.add_argument("--id-field", default="id", help="field holding the id (optional)")
     ingest.add_argument("--metadata-field", default="metadata", help="field holding metadata")

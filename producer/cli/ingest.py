@@ -67,7 +67,7 @@ def ingest(producer: EmbeddingProducer, args: argparse.Namespace) -> int:
                 bar.update(1)
                 yield item
 
-    job = producer.submit_records(records(), collection=args.collection)
+    job = producer.submit_records(records(), collection=args.collection, model=args.model)
     bar.close()
     print(f"job {job.id}: {total} texts queued", file=sys.stderr)
     print(job.id)
