@@ -10,7 +10,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.stack import Stack, pool_children
+from bench.stack import Stack
+from worker.services import child_pids
 
 __all__ = ["IngestMemory", "PoolMemory", "dir_size", "ingest_peak_rss", "pool_memory", "rss_mb"]
 
@@ -71,7 +72,7 @@ class PoolMemory:
 
 
 def pool_memory(parent: int) -> PoolMemory:
-    children = pool_children(parent)
+    children = child_pids(parent)
     return PoolMemory(
         parent_rss_mb=rss_mb(parent),
         children_rss_mb=[rss_mb(pid) for pid in children],

@@ -21,35 +21,15 @@ from worker.milvus import MilvusStore
 from worker.services import (
     MILVUS_LITE_STOP_SIGNAL,
     Service,
+    child_pids,
+    free_port,
     milvus_lite_command,
     redis_command,
     wait_for_port,
     worker_command,
 )
 
-__all__ = ["Stack", "free_port", "pool_children"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def pool_children(pid: int) -> list[int]:
-    """Direct children of ``pid`` (a prefork pool's processes), read from /proc."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # "pid (comm) state ppid ...": comm may hold spaces, so split after the last ')'.
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            found.append(int(entry.name))
-    return sorted(found)
+__all__ = ["Stack"]
 
 
 class Stack:
@@ -173,7 +153,7 @@ class Stack:
             # Each prefork child logs one "loaded model" line from its init hook; when the log
             # wording changes, the deadline still bounds the wait.
             ready = len(loaded.findall(pool.output())) >= concurrency
-            if ready and len(pool_children(pool.pid)) >= concurrency:
+            if ready and len(child_pids(pool.pid)) >= concurrency:
                 break
             time.sleep(0.1)
         return pool

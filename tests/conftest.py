@@ -22,6 +22,7 @@ from producer import Job
 from worker.services import (
     MILVUS_LITE_STOP_SIGNAL,
     Service,
+    free_port,
     milvus_lite_command,
     redis_command,
     wait_for_port,
@@ -30,12 +31,6 @@ from worker.services import (
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "docs" / "corpus"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(autouse=True)

@@ -18,10 +18,11 @@ from config.celeryconfig import make_celery
 from config.contract import embed_queue, search_queue
 from config.jobs import JobStatus, JobTracker
 from config.settings import Settings, load_settings
-from tests.conftest import ROOT, free_port, process_env
+from tests.conftest import ROOT, process_env
 from worker.services import (
     MILVUS_LITE_STOP_SIGNAL,
     Service,
+    free_port,
     milvus_lite_command,
     redis_command,
     wait_for_port,
@@ -38,23 +39,6 @@ FAULT_SETTINGS = {
     "EMBEDQ_WORKER__VISIBILITY_TIMEOUT": "25",
     "EMBEDQ_MILVUS__TIMEOUT": "5",
 }
-
-
-def children(pid: int) -> list[int]:
-    """Direct child processes of ``pid`` (from /proc)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # pid (comm) state ppid ...: comm may hold spaces, so split after the last ')'.
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == pid:
-            found.append(int(entry.name))
-    return found
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:

@@ -16,7 +16,8 @@ import redis
 from config.deadletters import DeadLetters
 from producer import EmbeddingProducer, Job
 from tests.conftest import queue_raw_batch, unique
-from tests.stack import Stack, children, running, wait_until
+from tests.stack import Stack, running, wait_until
+from worker.services import child_pids
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -89,7 +90,7 @@ def test_batches_taken_by_a_process_that_dies_are_delivered_again(stack: Stack) 
         # When its process has taken batches from the queue (unacknowledged) and is killed
         wait_until(lambda: client.hlen("unacked") > 1, 60, "batches to be taken")
         taken = client.hlen("unacked")
-        os.kill(children(worker.pid)[0], signal.SIGKILL)
+        os.kill(child_pids(worker.pid)[0], signal.SIGKILL)
     finally:
         os.kill(stack.store.pid, signal.SIGCONT)
     # Then, the store back, every job is stored once: the batch Celery handed over at once,

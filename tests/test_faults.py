@@ -22,7 +22,8 @@ from config.contract import derive_id
 from config.errors import BrokerUnavailableError
 from producer import EmbeddingProducer, Job
 from tests.conftest import queue_raw_batch, unique
-from tests.stack import Stack, children, kill, running, wait_until
+from tests.stack import Stack, kill, running, wait_until
+from worker.services import child_pids
 
 # Each test starts its own servers and waits for recoveries: more than the default 300 s.
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
@@ -121,7 +122,7 @@ def test_worker_process_sigkilled_mid_batch_then_a_new_worker(stack: Stack) -> N
     jobs = submit(stack, collection, tag)
     mid_run(stack, jobs)
     # a pool process dies mid-batch: the pool replaces it, its batch is redelivered
-    os.kill(children(first.pid)[0], signal.SIGKILL)
+    os.kill(child_pids(first.pid)[0], signal.SIGKILL)
     time.sleep(1)
     # then the whole node dies without warning; a new node takes over its batches
     kill(first, signal.SIGKILL)

@@ -22,9 +22,9 @@ import pytest
 
 from config.settings import Settings
 from producer import EmbeddingProducer
-from tests.conftest import ROOT, Servers, free_port, unique
+from tests.conftest import ROOT, Servers, unique
 from tests.stack import wait_until
-from worker.services import Service, wait_for_port
+from worker.services import Service, free_port, wait_for_port
 
 pytestmark = pytest.mark.integration
 

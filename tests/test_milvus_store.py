@@ -74,7 +74,7 @@ def test_search_of_missing_collection_is_a_clear_error(store: MilvusStore) -> No
 
 
 def test_unreachable_milvus_is_a_transient_error() -> None:
-    from tests.conftest import free_port
+    from worker.services import free_port
 
     store = MilvusStore(MilvusSettings(uri=f"http://127.0.0.1:{free_port()}", timeout=2))
     with pytest.raises(StoreUnavailableError, match=r"Milvus at http://127\.0\.0\.1"):

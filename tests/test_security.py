@@ -17,10 +17,10 @@ from pymilvus import MilvusClient
 
 from config.errors import EmbedqError
 from config.settings import MilvusSettings, load_settings
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT
 from tests.stack import Stack
 from worker.milvus import MilvusStore
-from worker.services import Service
+from worker.services import Service, free_port
 
 pytestmark = pytest.mark.integration
 

@@ -14,8 +14,8 @@ import pytest
 
 from config.settings import load_settings
 from producer import EmbeddingProducer
-from tests.conftest import ROOT, free_port
-from worker.services import port_is_free
+from tests.conftest import ROOT
+from worker.services import free_port, port_is_free
 
 pytestmark = pytest.mark.integration
 

@@ -22,8 +22,10 @@ __all__ = [
     "MILVUS_LITE_STOP_SIGNAL",
     "Service",
     "ServiceError",
+    "child_pids",
     "find_redis_server",
     "flower_command",
+    "free_port",
     "milvus_lite_command",
     "port_is_free",
     "redis_command",
@@ -168,6 +170,29 @@ class Service:
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now (for throwaway servers)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def child_pids(pid: int) -> list[int]:
+    """Direct children of ``pid`` (a worker pool's processes), read from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces, so split after the last ')'.
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry.name))
+    return sorted(found)
 
 
 def port_is_free(host: str, port: int) -> bool:
