@@ -237,14 +237,14 @@ def small_jobs(
         # producer's first connections are not what a steady stream of jobs pays.
         for i in range(workers * 2):
             producer.submit([f"warm-up text {i}"], ids=[f"warm{i}"], collection=collection).wait(
-                timeout=60, poll=0.002
+                timeout=60
             )
         for i in range(count):
             started = time.perf_counter()
             job = producer.submit([texts[i]], ids=[ids[i]], collection=collection)
-            # The job record is the cheapest accurate signal: a worker marks the batch done
-            # right after its rows are stored. Polled every 2 ms (after a first 5 ms wait).
-            job.wait(timeout=60, poll=0.002)
+            # A worker marks the batch done right after its rows are stored and publishes it;
+            # Job.wait wakes on that, as an application waiting for its job would.
+            job.wait(timeout=60)
             latencies.append((time.perf_counter() - started) * 1000)
         started = time.perf_counter()
         jobs = [
@@ -252,7 +252,7 @@ def small_jobs(
             for i in range(count, 2 * count)
         ]
         for job in jobs:
-            job.wait(timeout=max(120.0, count / 5), poll=0.01)
+            job.wait(timeout=max(120.0, count / 5))
         seconds = time.perf_counter() - started
     expected = 2 * count + workers * 2
     stored = stack.count(collection)

@@ -1,90 +1,117 @@
-"""Which waiting messages a small batch takes with it, and which it leaves for the consumer."""
+"""Which waiting messages a small batch takes with it, and which it leaves for the consumer;
+against a real Redis, with messages published by Celery itself."""
 
 from __future__ import annotations
 
 import json
-import pickle
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
 
-from config.contract import TASK_EMBED
+from config.celeryconfig import make_celery
+from config.contract import TASK_EMBED, TASK_SEARCH
+from config.settings import Settings
+from tests.conftest import Servers, unique
 from worker.coalescer import Coalescer
 
-
-class Message:
-    """A broker message as kombu's Redis channel returns it from ``basic_get``."""
-
-    def __init__(self, body: bytes, headers: dict[str, Any], content_type: str) -> None:
-        self.body, self.headers, self.content_type = body, headers, content_type
-        self.state = "taken"
-
-    def ack(self) -> None:
-        self.state = "acked"
-
-    def reject(self, requeue: bool = False) -> None:
-        self.state = "given back" if requeue else "dropped"
+pytestmark = pytest.mark.integration
 
 
-class Channel:
-    def __init__(self, messages: list[Message]) -> None:
-        self.waiting = list(messages)
+@pytest.fixture
+def queue() -> str:
+    return unique("coalesce-q")
 
-    def basic_get(self, queue: str, no_ack: bool = False) -> Message | None:
-        assert not no_ack  # taken messages stay unacknowledged until their rows are stored
-        return self.waiting.pop(0) if self.waiting else None
+
+@pytest.fixture
+def client(servers: Servers) -> Iterator[redis.Redis]:
+    found = redis.Redis.from_url(servers.redis_url)
+    yield found
+    found.close()
+
+
+@pytest.fixture
+def app(settings: Settings) -> Iterator[Any]:
+    made = make_celery(settings)
+    yield made
+    made.close()
 
 
 def batch(texts: list[str], model: str = "m", **fields: Any) -> dict[str, Any]:
     return {"job_id": "j", "batch": 0, "collection": "c", "model": model, "texts": texts} | fields
 
 
-def celery_message(
-    kwargs: dict[str, Any], task: str = TASK_EMBED, args: list[Any] | None = None, **headers: Any
-) -> Message:
-    body = json.dumps([args or [], kwargs, {}]).encode()
-    return Message(body, {"task": task, "id": "t", **headers}, "application/json")
+def send(app: Any, queue: str, kwargs: dict[str, Any], **options: Any) -> None:
+    name = options.pop("name", TASK_EMBED)
+    app.send_task(name, kwargs=kwargs, queue=queue, **options)
 
 
-def coalescer(channel: Channel, max_bytes: int = 1 << 20) -> Coalescer:
-    made = Coalescer(app=None, max_message_bytes=max_bytes)
-    made._connection = type("Connection", (), {"default_channel": channel})()
-    return made
+def coalescer(app: Any, max_bytes: int = 1 << 20) -> Coalescer:
+    return Coalescer(app, max_message_bytes=max_bytes)
 
 
-def test_small_batches_are_taken_up_to_the_room_left() -> None:
-    waiting = [celery_message({"batch": batch([f"t{i}"] * 2)}) for i in range(5)]
-    taken = coalescer(Channel(waiting)).take("q", "m", room=5)
-    # 2 + 2 texts fit; the third batch (2 more) does not and goes back, untouched
-    assert [len(t.batch.texts) for t in taken] == [2, 2]
-    assert [m.state for m in waiting] == ["taken", "taken", "given back", "taken", "taken"]
+def test_small_batches_are_taken_up_to_the_room_left_and_held_unacknowledged(
+    app: Any, client: redis.Redis, queue: str
+) -> None:
+    for i in range(5):
+        send(app, queue, {"batch": batch([f"t{i}", f"u{i}"])})
+    taker = coalescer(app)
+    taken = taker.take(queue, "m", room=5)
+    # 2 + 2 texts fit; the third batch does not: it is back at the head, untouched
+    assert [t.batch.texts for t in taken] == [["t0", "u0"], ["t1", "u1"]]
+    assert client.llen(queue) == 3
+    assert json.loads(client.lindex(queue, -1) or b"")["headers"]["task"] == TASK_EMBED
+    # the taken ones are in the broker's unacknowledged set, where a crash leaves them
+    assert client.hlen("unacked") >= 2
+    held = {t.tag.encode() for t in taken}
+    assert held <= set(client.hkeys("unacked"))
+    taken[0].ack()
+    taken[1].give_back()
+    assert taken[0].tag.encode() not in client.hkeys("unacked")
+    assert taken[1].tag.encode() not in client.hkeys("unacked")
+    assert client.llen(queue) == 4  # the given-back one is waiting again
+    again = taker.take(queue, "m", room=2)
+    assert [t.batch.texts for t in again] == [["t1", "u1"]]
+    again[0].ack()
+    taker.close()
 
 
 @pytest.mark.parametrize(
-    "message",
+    ("kwargs", "options"),
     [
-        celery_message({"batch": batch(["a"])}, eta="2030-01-01T00:00:00"),  # a retry, not due
-        celery_message({"batch": batch(["a"])}, task="embedq.search"),
-        celery_message({"batch": batch(["a"], model="other")}),
-        celery_message({"batch": batch(["a"]), "extra": 1}),
-        celery_message({"batch": batch(["a"])}, args=[1]),
-        celery_message({"batch": {"texts": "not a list"}}),
-        celery_message({"batch": batch(["x" * 2000])}),  # over the size limit below
-        Message(b"{not json", {"task": TASK_EMBED}, "application/json"),
-        Message(pickle.dumps(([], {"batch": batch(["a"])}, {})), {"task": TASK_EMBED},
-                "application/x-python-serialize"),
+        ({"batch": batch(["a"])}, {"countdown": 60}),  # a retry, not yet due
+        ({"query": {"q": 1}}, {"name": TASK_SEARCH}),
+        ({"batch": batch(["a"], model="other")}, {}),
+        ({"batch": batch(["a"]), "extra": 1}, {}),
+        ({"batch": {"texts": "not a list"}}, {}),
+        ({"batch": batch(["x" * 4000])}, {}),  # over the size limit below
+        ({"batch": batch(["a"])}, {"serializer": "pickle"}),
     ],
-    ids=["eta", "other-task", "other-model", "extra-kwargs", "args", "schema", "oversized",
-         "malformed", "pickle"],
-)  # fmt: skip
-def test_anything_but_a_plain_small_batch_is_given_back_for_the_consumer(message: Message) -> None:
-    behind = celery_message({"batch": batch(["b"])})
-    channel = Channel([message, behind])
-    taken = coalescer(channel, max_bytes=1024).take("q", "m", room=100)
-    assert taken == []
-    assert message.state == "given back"
-    assert channel.waiting == [behind]  # and it stops there: the rest waits its turn
+    ids=["eta", "other-task", "other-model", "extra-kwargs", "schema", "oversized", "pickle"],
+)
+def test_anything_but_a_plain_small_batch_is_left_for_the_consumer(
+    app: Any, client: redis.Redis, queue: str, kwargs: dict[str, Any], options: dict[str, Any]
+) -> None:
+    send(app, queue, kwargs, **options)
+    send(app, queue, {"batch": batch(["behind"])})
+    first = client.lindex(queue, -1)
+    assert coalescer(app, max_bytes=2048).take(queue, "m", room=100) == []
+    # it is back at the head of the queue, as it was, and the one behind it waits its turn
+    assert client.lindex(queue, -1) == first
+    assert client.llen(queue) == 2
+    assert first is not None
+    tag = json.loads(first)["properties"]["delivery_tag"]
+    assert tag.encode() not in client.hkeys("unacked")
 
 
-def test_an_empty_queue_gives_nothing() -> None:
-    assert coalescer(Channel([])).take("q", "m", room=10) == []
+def test_an_unreadable_message_stays_where_it_was(
+    app: Any, client: redis.Redis, queue: str
+) -> None:
+    client.rpush(queue, b"{not json")
+    assert coalescer(app).take(queue, "m", room=10) == []
+    assert client.lrange(queue, 0, -1) == [b"{not json"]
+
+
+def test_an_empty_queue_gives_nothing(app: Any, queue: str) -> None:
+    assert coalescer(app).take(queue, "m", room=10) == []

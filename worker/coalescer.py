@@ -1,24 +1,29 @@
 """Dynamic batching: a small batch picks up the small batches waiting behind it in its queue.
 
 A stream of one-text jobs would otherwise cost one encode call, one upsert and (on Milvus Lite)
-one flush per text. The task Celery handed over takes more messages straight from its queue,
-through its own broker channel, up to a number of texts, and they are embedded together.
+one flush per text. The task Celery handed over takes more messages straight from its queue, up
+to a number of texts, and they are embedded together.
 
-Each message taken this way stays in the broker's unacknowledged set until its rows are stored
-and its progress recorded, then it is acknowledged; on any failure it is given back to the
-queue at once. A process killed meanwhile leaves them unacknowledged: Redis redelivers them
-after the visibility timeout, like the messages of a lost host. Anything that is not a plain
-small embed batch (a retry waiting for its time, an oversized, pickled or malformed message) is
-given back untouched, for the guarded consumer to deal with as usual.
+Taking a message moves it, in one atomic step (a Lua script), from the queue into the broker's
+set of unacknowledged messages, in the layout kombu's Redis transport uses for its own
+deliveries: a process killed at any moment leaves each message either in the queue or
+unacknowledged, never nowhere. A taken message is acknowledged once its rows are stored and its
+progress recorded, and given back to the head of its queue on any failure; one whose process
+died is redelivered by the workers' consumers after the visibility timeout, like the messages of
+a lost host. Anything that is not a plain small embed batch (a retry waiting for its time, an
+oversized, pickled or malformed message) is given back untouched, for the guarded consumer.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
+import redis
 from celery import Celery
 from pydantic import ValidationError
 
@@ -28,19 +33,55 @@ __all__ = ["Coalescer", "Taken"]
 
 log = logging.getLogger(__name__)
 
+# KEYS: the queue's lists (by priority, first served first), the unacked hash, its index.
+# ARGV: now. Returns {item, list} or false; a message that cannot be read goes back where it was.
+_TAKE = """
+local unacked, index = KEYS[#KEYS - 1], KEYS[#KEYS]
+for i = 1, #KEYS - 2 do
+  local item = redis.call('RPOP', KEYS[i])
+  if item then
+    local ok, message = pcall(cjson.decode, item)
+    local props = ok and type(message) == 'table' and message['properties']
+    local delivery = type(props) == 'table' and props['delivery_info']
+    local tag = type(props) == 'table' and props['delivery_tag']
+    if type(delivery) ~= 'table' or type(tag) ~= 'string' then
+      redis.call('RPUSH', KEYS[i], item)
+      return {false, KEYS[i]}
+    end
+    redis.call('ZADD', index, ARGV[1], tag)
+    redis.call('HSET', unacked, tag, '[' .. item .. ',' .. cjson.encode(delivery['exchange'])
+      .. ',' .. cjson.encode(delivery['routing_key']) .. ']')
+    return {item, KEYS[i]}
+  end
+end
+return false
+"""
+
+# KEYS: unacked hash, its index, the list the message came from. ARGV: tag, item.
+# Back to the head of its list, unless the consumers already restored it (then it is there).
+_GIVE_BACK = """
+local held = redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+if held == 1 then redis.call('RPUSH', KEYS[3], ARGV[2]) end
+return held
+"""
+
 
 @dataclass
 class Taken:
     """A message taken from the queue and its batch, to be acknowledged or given back."""
 
-    message: Any
     batch: BatchMessage
+    tag: str
+    item: bytes
+    source: str
+    _coalescer: Coalescer
 
     def ack(self) -> None:
-        self.message.ack()
+        self._coalescer.ack(self)
 
     def give_back(self) -> None:
-        self.message.reject(requeue=True)
+        self._coalescer.give_back(self)
 
 
 class Coalescer:
@@ -52,48 +93,91 @@ class Coalescer:
         self._connection: Any = None
 
     def _channel(self) -> Any:
+        """kombu's Redis channel: its client, and the names of its keys."""
         if self._connection is None:
             self._connection = self._app.connection_for_read()
         return self._connection.default_channel
 
     def take(self, queue: str, model: str, room: int) -> list[Taken]:
         """Up to ``room`` texts' worth of batches for ``model`` waiting in ``queue``."""
-        taken: list[Taken] = []
         channel = self._channel()
+        client: redis.Redis = channel.client
+        # kombu keeps a queue's messages of each priority step in a list of its own.
+        lists = list(dict.fromkeys(channel._q_for_pri(queue, p) for p in channel.priority_steps))
+        keys = [*lists, channel.unacked_key, channel.unacked_index_key]
+        taken: list[Taken] = []
         while room > 0:
-            message = channel.basic_get(queue, no_ack=False)
-            if message is None:
+            found = client.eval(_TAKE, len(keys), *keys, time.time())
+            if not found:
                 break
-            batch = self._small_batch(message, model)
-            if batch is None or len(batch.texts) > room:
-                # Not ours to run here: back to the queue, and stop (it would come round again).
-                message.reject(requeue=True)
+            item, source = found[0], _text(found[1])
+            if not item:
+                break  # unreadable: left where it was, for the consumer to deal with
+            message = self._small_batch(item, model)
+            if message is None or len(message[1].texts) > room:
+                # Not ours to run here: back to the head of the queue, and stop.
+                tag = message[0] if message else _tag(item)
+                self._give_back(client, channel, tag, item, source)
                 break
-            taken.append(Taken(message, batch))
+            tag, batch = message
+            taken.append(Taken(batch, tag, item, source, self))
             room -= len(batch.texts)
         return taken
 
-    def _small_batch(self, message: Any, model: str) -> BatchMessage | None:
-        headers = message.headers or {}
-        # Checked before anything is decoded; the body is never unpickled: JSON or nothing.
-        if (
-            headers.get("task") != TASK_EMBED
-            or headers.get("eta")
-            or message.content_type != "application/json"
-            or len(message.body) > self._max_bytes
-        ):
-            return None
+    def _small_batch(self, item: bytes, model: str) -> tuple[str, BatchMessage] | None:
         try:
-            args, kwargs, _ = json.loads(message.body)
+            envelope = json.loads(item)
+            headers = envelope.get("headers") or {}
+            properties = envelope["properties"]
+            tag = str(properties["delivery_tag"])
+            # Checked before the body is decoded; the body is never unpickled: JSON or nothing.
+            if (
+                headers.get("task") != TASK_EMBED
+                or headers.get("eta")
+                or envelope.get("content-type") != "application/json"
+                or len(envelope.get("body", "")) > self._max_bytes * 4 // 3 + 4
+            ):
+                return None
+            body = envelope["body"]
+            raw = base64.b64decode(body) if properties.get("body_encoding") == "base64" else body
+            if len(raw) > self._max_bytes:
+                return None
+            args, kwargs, _ = json.loads(raw)
             batch = BatchMessage.model_validate(kwargs["batch"])
-        except (ValueError, TypeError, KeyError, ValidationError):
+        except (ValueError, TypeError, KeyError, AttributeError, ValidationError):
             return None
         if args or set(kwargs) != {"batch"} or batch.model != model:
             return None
-        return batch
+        return tag, batch
+
+    def ack(self, taken: Taken) -> None:
+        channel = self._channel()
+        pipe = channel.client.pipeline()
+        pipe.zrem(channel.unacked_index_key, taken.tag)
+        pipe.hdel(channel.unacked_key, taken.tag)
+        pipe.execute()
+
+    def give_back(self, taken: Taken) -> None:
+        channel = self._channel()
+        self._give_back(channel.client, channel, taken.tag, taken.item, taken.source)
+
+    @staticmethod
+    def _give_back(client: redis.Redis, channel: Any, tag: str, item: bytes, source: str) -> None:
+        keys = [channel.unacked_key, channel.unacked_index_key, source]
+        client.eval(_GIVE_BACK, len(keys), *keys, tag, item)
 
     def close(self) -> None:
         if self._connection is not None:
-            # Closing the channel gives back anything still unacknowledged.
             self._connection.release()
             self._connection = None
+
+
+def _tag(item: bytes) -> str:
+    try:
+        return str(json.loads(item)["properties"]["delivery_tag"])
+    except (ValueError, TypeError, KeyError):
+        return ""
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
