@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 
 from config.celeryconfig import make_celery
@@ -39,6 +40,11 @@ FAULT_SETTINGS = {
     "EMBEDQ_WORKER__VISIBILITY_TIMEOUT": "25",
     "EMBEDQ_MILVUS__TIMEOUT": "5",
 }
+
+
+#: Only one real Milvus server can run on a machine at a time (its embedded etcd and internal
+#: ports are fixed): tests that start one run in one pytest-xdist group, one after another.
+REAL_MILVUS = pytest.mark.xdist_group("real-milvus")
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:

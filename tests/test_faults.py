@@ -22,7 +22,7 @@ from config.contract import derive_id
 from config.errors import BrokerUnavailableError
 from producer import EmbeddingProducer, Job
 from tests.conftest import queue_raw_batch, unique
-from tests.stack import Stack, kill, running, wait_until
+from tests.stack import REAL_MILVUS, Stack, kill, running, wait_until
 from worker.services import child_pids
 
 # Each test starts its own servers and waits for recoveries: more than the default 300 s.
@@ -254,6 +254,7 @@ def server_stack(tmp_path: Path) -> Iterator[Stack]:
     yield from running(Stack(tmp_path, store="server"))
 
 
+@REAL_MILVUS
 def test_real_milvus_server_killed_then_stopped_while_two_processes_write(
     server_stack: Stack,
 ) -> None:

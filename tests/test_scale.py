@@ -11,9 +11,9 @@ import pytest
 from config.contract import derive_id
 from producer import EmbeddingProducer
 from tests.conftest import unique
-from tests.stack import Stack, running
+from tests.stack import REAL_MILVUS, Stack, running
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900), REAL_MILVUS]
 
 N = 30_000
 

@@ -18,11 +18,11 @@ from pymilvus import MilvusClient
 from config.errors import EmbedqError
 from config.settings import MilvusSettings, load_settings
 from tests.conftest import ROOT
-from tests.stack import Stack
+from tests.stack import REAL_MILVUS, Stack
 from worker.milvus import MilvusStore
 from worker.services import Service, free_port
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, REAL_MILVUS]
 
 REDIS_SECRET = "rs-" + secrets.token_hex(12)
 MILVUS_SECRET = "ms-" + secrets.token_hex(12)
