@@ -20,8 +20,11 @@ demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
 
 # Lint, type-check, then every test (unit + integration against real servers).
+# Two passes: the tests on two xdist workers, then the few that start a real Milvus server
+# (heavy, one at a time), alone.
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not real_milvus"
+	$(BIN)/python -m pytest -m real_milvus -n 0
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

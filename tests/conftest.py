@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -40,6 +41,28 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         if name.startswith("EMBEDQ_"):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # A plain `pytest -n 2` must still never run two real Milvus servers at once.
+    for item in items:
+        if item.get_closest_marker("real_milvus"):
+            item.add_marker(pytest.mark.xdist_group("real-milvus"))
+
+
+def milvus_client(uri: str, token: str = "") -> Any:
+    """A client of a test's Milvus, connecting with retries: a busy Milvus Lite server
+    sometimes turns a fresh connection away ("too many pings")."""
+    from pymilvus import MilvusClient
+
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return MilvusClient(uri=uri, token=token, timeout=60)
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
 
 
 def unique(prefix: str = "t") -> str:

@@ -19,7 +19,7 @@ from config.celeryconfig import make_celery
 from config.contract import embed_queue, search_queue
 from config.jobs import JobStatus, JobTracker
 from config.settings import Settings, load_settings
-from tests.conftest import ROOT, process_env
+from tests.conftest import ROOT, milvus_client, process_env
 from worker.services import (
     MILVUS_LITE_STOP_SIGNAL,
     Service,
@@ -42,9 +42,10 @@ FAULT_SETTINGS = {
 }
 
 
-#: Only one real Milvus server can run on a machine at a time (its embedded etcd and internal
-#: ports are fixed): tests that start one run in one pytest-xdist group, one after another.
-REAL_MILVUS = pytest.mark.xdist_group("real-milvus")
+#: Tests that start a real Milvus server. Only one can run on a machine at a time (its embedded
+#: etcd and internal ports are fixed), and it is heavy: `make test` runs these after the others,
+#: one at a time (conftest also keeps them in one xdist group for a plain `pytest`).
+REAL_MILVUS = pytest.mark.real_milvus
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
@@ -174,18 +175,7 @@ class Stack:
         return service
 
     def milvus_client(self) -> Any:
-        """A client of the test's store, connecting with retries: a busy Milvus Lite server
-        sometimes turns a fresh connection away ("too many pings")."""
-        from pymilvus import MilvusClient
-
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                return MilvusClient(uri=self.milvus_uri, timeout=60)
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(1)
+        return milvus_client(self.milvus_uri)
 
     def count(self, collection: str) -> int:
         client = self.milvus_client()

@@ -11,13 +11,20 @@ from pathlib import Path
 
 import pytest
 import redis
-from pymilvus import MilvusClient
 
 from config.contract import embed_queue
 from config.errors import InvalidInputError, JobFailedError, SearchError
 from config.settings import Settings
 from producer import EmbeddingProducer
-from tests.conftest import CORPUS, ROOT, Servers, WorkerFactory, queue_raw_batch, unique
+from tests.conftest import (
+    CORPUS,
+    ROOT,
+    Servers,
+    WorkerFactory,
+    milvus_client,
+    queue_raw_batch,
+    unique,
+)
 from worker.services import Service
 
 pytestmark = pytest.mark.integration
@@ -28,7 +35,7 @@ def corpus() -> list[dict[str, object]]:
 
 
 def stored_rows(servers: Servers, collection: str) -> dict[str, dict[str, object]]:
-    client = MilvusClient(uri=servers.milvus_uri)
+    client = milvus_client(servers.milvus_uri)
     try:
         rows = client.query(
             collection,
