@@ -8,9 +8,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.plan import DEFAULT_OUT, FULL, QUICK, Plan, model_name_for
+from bench.plan import DEFAULT_OUT, FULL, QUICK, Plan
 from bench.report import add_findings, plot, table, write_json
 from bench.suite import run
+from config.models import model_name_for
 from config.settings import BUNDLED_MODEL
 
 

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from bench.corpus import ROOT
-from config.settings import BUNDLED_MODEL
 
-__all__ = ["DEFAULT_OUT", "FULL", "QUICK", "Plan", "model_name_for"]
+__all__ = ["DEFAULT_OUT", "FULL", "QUICK", "Plan"]
 
 DEFAULT_OUT = ROOT / "bench" / "results"
 
@@ -63,11 +61,3 @@ QUICK: dict[str, Any] = {
     "memory_sizes": (1_000, 10_000),
     "client_batch": 500,
 }
-
-
-def model_name_for(source: str) -> str:
-    """The short name embedq needs (queue names, collection binding) for a model source."""
-    if source == BUNDLED_MODEL:
-        return "minilm-l6-distilled"
-    name = re.sub(r"[^A-Za-z0-9_-]+", "-", Path(source.rstrip("/")).name).strip("-")
-    return (name or "model")[:64]

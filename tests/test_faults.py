@@ -254,6 +254,14 @@ def server_stack(tmp_path: Path) -> Iterator[Stack]:
     yield from running(Stack(tmp_path, store="server"))
 
 
+def stop_milvus(stack: Stack) -> None:
+    """SIGTERM, Milvus's graceful stop. Milvus 2.3.5 sometimes never finishes it: once its
+    coordinators are down, a node keeps retrying the root coordinator (seen here). After 60 s
+    it is killed; either way the rows it acknowledged must be there after the restart."""
+    assert stack.store is not None
+    stack.store.stop(timeout=60)
+
+
 @REAL_MILVUS
 def test_real_milvus_server_killed_then_stopped_while_two_processes_write(
     server_stack: Stack,
@@ -277,13 +285,13 @@ def test_real_milvus_server_killed_then_stopped_while_two_processes_write(
     stopped, stopped_tag = unique("srvterm"), unique("st")
     jobs = submit(stack, stopped, stopped_tag)
     mid_run(stack, jobs)
-    kill(stack.store, signal.SIGTERM)
+    stop_milvus(stack)
     stack.start_store()
     assert_clean(stack, jobs)
     verify(stack, stopped, stopped_tag)
 
     # A graceful stop and restart keeps every acknowledged write
-    kill(stack.store, signal.SIGTERM)
+    stop_milvus(stack)
     stack.start_store()
     verify(stack, killed, killed_tag)
     verify(stack, stopped, stopped_tag)
