@@ -262,20 +262,12 @@ MILVUS_LITE_STOP_SIGNAL = signal.SIGINT
 
 
 def milvus_lite_command(port: int, data_dir: Path, host: str = "127.0.0.1") -> list[str]:
-    """A Milvus Lite gRPC server: one process owns the data directory, many clients write."""
+    """A Milvus Lite gRPC server: one process owns the data directory, many clients write. It
+    stops gracefully on SIGTERM too and keeps pymilvus's idle connections (lite_server.py)."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    # SIGTERM (docker stop, systemd, a supervisor) gets the same graceful stop as Ctrl-C: Milvus
-    # Lite closes its files only on KeyboardInterrupt, and loses recent writes when killed.
-    code = (
-        "import signal, sys\n"
-        "def stop(*_): raise KeyboardInterrupt\n"
-        "signal.signal(signal.SIGTERM, stop)\n"
-        "from milvus_lite.cmdline import main\n"
-        "sys.argv[0] = 'milvus-lite'\n"
-        "main()\n"
-    )
+    script = Path(__file__).with_name("lite_server.py")
     return [
-        sys.executable, "-c", code, "server",
+        sys.executable, str(script), "server",
         "--data-dir", str(data_dir), "--host", host, "--port", str(port),
     ]  # fmt: skip
 
