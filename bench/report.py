@@ -265,6 +265,10 @@ def table(results: dict[str, Any]) -> str:
         for r in results["embedq"]["runs"]:
             if r["corpus"] == corpus:
                 lines.append(row(f"embedq w{r['workers']} b{r['batch_size']}", r))
+        bare = results["embedq"].get("without_flush")
+        if bare and bare["corpus"] == corpus:
+            label = f"(no flush: w{bare['workers']} b{bare['batch_size']})"
+            lines.append(row(label, bare))
         lines.append("")
     jobs = results.get("small_jobs")
     if jobs:

@@ -124,9 +124,9 @@ class Stack:
 
     # -- workers -----------------------------------------------------------------------------
 
-    def start_workers(self, concurrency: int) -> Service:
+    def start_workers(self, concurrency: int, **env: str) -> Service:
         """A prefork pool of ``concurrency`` processes, returned once every process has loaded
-        its model (so load time is never counted as ingest time)."""
+        its model (so load time is never counted as ingest time); ``env``: more settings."""
         self.stop_workers()
         self._node = f"bench{concurrency}_{os.getpid()}"
         queues = [embed_queue(self.model_name), search_queue(self.model_name)]
@@ -134,7 +134,7 @@ class Stack:
             self._node,
             worker_command(queues, concurrency, node=f"{self._node}@%h"),
             self.root / "logs" / f"{self._node}.log",
-            env=self.env(),
+            env=self.env(**env),
             # Not the repository: a developer's .env there must not reach the workers.
             cwd=self.root,
         )

@@ -134,7 +134,15 @@ def run(plan: Plan, say: Say, keep: bool = False) -> dict[str, Any]:
                     "after_run": pool_memory(pool.pid).to_json(),
                 }
                 stack.stop_workers()
-            results["embedq"] = {"runs": runs}
+            # Diagnostic, not embedq's result: the same ingest without the flush that makes
+            # each batch crash-safe on Milvus Lite before it is acknowledged, to show its price.
+            most, biggest = max(plan.workers), max(plan.batch_sizes)
+            say(f"diagnostic: short, {most} worker(s), batch {biggest}, no flush")
+            stack.start_workers(most, EMBEDQ_MILVUS__FLUSH="never")
+            stack.warm_up("warmup_noflush", info, batches=2 * most)
+            unflushed = embedq_ingest(stack, "embedq_noflush", info, short, most, biggest)
+            stack.stop_workers()
+            results["embedq"] = {"runs": runs, "without_flush": unflushed.to_json()}
 
             producer: dict[str, Any] = {}
             for label, count in zip(("small", "large"), plan.memory_sizes, strict=True):
