@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import redis
 
 from config.connections import redis_client
-from config.contract import check_collection
+from config.contract import check_collection, check_id, check_metadata, check_text
 from config.errors import (
     BrokerUnavailableError,
     InvalidInputError,
@@ -25,10 +25,12 @@ from config.errors import (
 )
 from config.settings import Settings
 from producer.job import Job
-from producer.producer import EmbeddingProducer
+from producer.producer import EmbeddingProducer, Record
 from worker.milvus import MilvusStore
 
 __all__ = ["ReindexResult", "reindex"]
+
+_MAX_REFUSED = 20
 
 #: Reports (texts stored so far, texts to go through in all).
 Progress = Callable[[int, int], None]
@@ -42,12 +44,15 @@ class ReindexResult:
     #: Rows in the source collection.
     total: int
     stored: int
-    #: Texts the new model refused (see ``embedq dead-letters``).
+    #: Texts refused: by this producer's checks (``refused``) or by the workers (see
+    #: ``embedq dead-letters``).
     rejected: int
     #: Batches that failed for good (also dead letters).
     failed_batches: int
     #: The id after which this run started ("" for a fresh start).
     resumed_after: str
+    #: Why rows were refused before queueing ("id: reason"), the first few of this run.
+    refused: tuple[str, ...] = ()
 
 
 def _state_key(source: str, target: str) -> str:
@@ -145,21 +150,29 @@ def _run(
         if progress is not None:
             progress(stored, total)
 
+    refused: list[str] = []
+    limits = producer.settings.batch
     for rows in store.scan(source_name, after=cursor, batch_size=page_size):
         while len(pending) >= in_flight:
             settle(pending.pop(0))
-        job = producer.submit(
-            list(rows.texts),
-            ids=list(rows.ids),
-            metadata=list(rows.metadata),
-            collection=target_name,
-            model=model_name,
-        )
+        # Each row on its own: one these settings refuse (a text longer than this producer
+        # allows, say) is reported, and the rest of its page still goes.
+        records: list[Record] = []
+        for text, row_id, meta in zip(rows.texts, rows.ids, rows.metadata, strict=True):
+            try:
+                checked = check_text(text, limits), check_id(row_id, limits)
+                records.append((*checked, check_metadata(meta, limits)))
+            except InvalidInputError as exc:
+                rejected += 1
+                if len(refused) < _MAX_REFUSED:
+                    refused.append(f"{row_id}: {exc}")
         pipe = client.pipeline()
-        pipe.rpush(f"{key}:jobs", job.id)
-        pipe.hset(key, "cursor", rows.ids[-1])
+        if records:
+            job = producer.submit_records(records, collection=target_name, model=model_name)
+            pipe.rpush(f"{key}:jobs", job.id)
+            pending.append(job)
+        pipe.hset(key, mapping={"cursor": rows.ids[-1], "rejected": rejected})
         pipe.execute()
-        pending.append(job)
     while pending:
         settle(pending.pop(0))
     client.delete(key, f"{key}:jobs")
@@ -172,6 +185,7 @@ def _run(
         rejected=rejected,
         failed_batches=failed,
         resumed_after=cursor,
+        refused=tuple(refused),
     )
 
 

@@ -47,6 +47,8 @@ def run_reindex(settings: Settings, args: argparse.Namespace) -> int:
         f"{result.stored} of {result.total} texts stored, {result.rejected} rejected, "
         f"{result.failed_batches} batches failed"
     )
+    for line in result.refused:
+        print(f"  not queued: {line}", file=sys.stderr)
     if result.rejected or result.failed_batches:
         print("see `embedq dead-letters list` for what was not stored", file=sys.stderr)
         return EXIT_FAILED
