@@ -17,7 +17,7 @@ from typing import Any, cast
 
 import redis
 
-from config.errors import BrokerUnavailableError, JobNotFoundError
+from config.errors import BrokerUnavailableError, JobFailedError, JobNotFoundError
 
 __all__ = ["JobStatus", "JobTracker"]
 
@@ -77,6 +77,16 @@ class JobStatus:
     def ok(self) -> bool:
         """Finished with every batch stored and no text rejected."""
         return self.finished and self.batches_failed == 0 and self.texts_rejected == 0
+
+    def failure(self) -> JobFailedError | None:
+        """The error of a finished job with a failed batch or a rejected text, else None."""
+        if not self.finished or self.ok:
+            return None
+        reasons = [f"batch {b}: {why}" for b, why in sorted(self.failures.items())]
+        reasons += self.errors
+        return JobFailedError(
+            f"{self.summary()}; first reasons: " + "; ".join(reasons[:3]), errors=reasons
+        )
 
     def summary(self) -> str:
         total = "?" if self.total_batches is None else str(self.total_batches)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from config.errors import JobFailedError, JobTimeoutError
+from config.errors import JobTimeoutError
 from config.jobs import JobStatus, JobTracker
 
 __all__ = ["Job"]
@@ -30,6 +30,15 @@ class Job:
         Raises :class:`JobFailedError` (with the workers' reasons) when a batch failed or a
         text was rejected, and :class:`JobTimeoutError` after ``timeout`` seconds.
         """
+        status = self.wait_finished(timeout, poll)
+        failure = status.failure()
+        if failure is not None:
+            raise failure
+        return status
+
+    def wait_finished(self, timeout: float | None = None, poll: float = 0.5) -> JobStatus:
+        """Block until every batch has an outcome, stored or failed; the status says which.
+        Raises :class:`JobTimeoutError` after ``timeout`` seconds."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._tracker.watch(self.id) as changed:
             while True:
@@ -37,15 +46,6 @@ class Job:
                 # wrong id or an expired job, never one that is about to appear.
                 status = self.status()
                 if status.finished:
-                    if not status.ok:
-                        reasons = [
-                            f"batch {b}: {why}" for b, why in sorted(status.failures.items())
-                        ]
-                        reasons += status.errors
-                        raise JobFailedError(
-                            f"{status.summary()}; first reasons: " + "; ".join(reasons[:3]),
-                            errors=reasons,
-                        )
                     return status
                 left = poll if deadline is None else min(poll, deadline - time.monotonic())
                 if left <= 0:

@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from config.contract import check_id, check_metadata, check_text
 from config.errors import InvalidInputError
 from config.settings import BatchSettings
-from producer.producer import Record
+from producer.records import Record, check_one
 
 __all__ = ["Format", "RawRecord", "check_record", "detect_format", "read_records"]
 
@@ -119,9 +118,6 @@ def check_record(raw: RawRecord, limits: BatchSettings) -> Record:
     try:
         if isinstance(raw.text, InvalidInputError):
             raise raw.text
-        text = check_text(raw.text, limits)
-        key = None if raw.id is None else check_id(raw.id, limits)
-        meta = check_metadata(raw.metadata, limits)
+        return check_one(raw.text, raw.id, raw.metadata, limits)
     except InvalidInputError as exc:
         raise InvalidInputError(f"line {raw.line}: {exc}") from None
-    return text, key, meta or None

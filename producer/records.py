@@ -10,7 +10,7 @@ from config.contract import check_id, check_metadata, check_text
 from config.errors import InvalidInputError
 from config.settings import BatchSettings
 
-__all__ = ["Record", "batches", "check_items"]
+__all__ = ["Record", "batches", "check_items", "check_one"]
 
 #: One item to embed: ``(text, id or None, metadata or None)``.
 Record = tuple[str, str | None, dict[str, Any] | None]
@@ -70,6 +70,12 @@ def check_items(
             f"{shown}{more}"
         )
     return records
+
+
+def check_one(text: object, key: object, metadata: object, limits: BatchSettings) -> Record:
+    """One checked record (id and metadata optional), or :class:`InvalidInputError`."""
+    checked_key = None if key is None else check_id(key, limits)
+    return check_text(text, limits), checked_key, check_metadata(metadata, limits) or None
 
 
 def batches(records: Iterable[Record], size: int, max_bytes: int) -> Iterator[list[Record]]:

@@ -91,11 +91,17 @@ class Coalescer:
         self._app = app
         self._max_bytes = max_message_bytes
         self._connection: Any = None
+        self._take: Any = None
+        self._give_back_script: Any = None
 
     def _channel(self) -> Any:
         """kombu's Redis channel: its client, and the names of its keys."""
         if self._connection is None:
             self._connection = self._app.connection_for_read()
+            client = self._connection.default_channel.client
+            # Sent to Redis once, then run by their hash.
+            self._take = client.register_script(_TAKE)
+            self._give_back_script = client.register_script(_GIVE_BACK)
         return self._connection.default_channel
 
     def take(self, queue: str, model: str, room: int) -> list[Taken]:
@@ -107,7 +113,7 @@ class Coalescer:
         keys = [*lists, channel.unacked_key, channel.unacked_index_key]
         taken: list[Taken] = []
         while room > 0:
-            found = client.eval(_TAKE, len(keys), *keys, time.time())
+            found = self._take(keys=keys, args=[time.time()], client=client)
             if not found:
                 break
             item, source = found[0], _text(found[1])
@@ -117,7 +123,7 @@ class Coalescer:
             if message is None or len(message[1].texts) > room:
                 # Not ours to run here: back to the head of the queue, and stop.
                 tag = message[0] if message else _tag(item)
-                self._give_back(client, channel, tag, item, source)
+                self._give_back(channel, tag, item, source)
                 break
             tag, batch = message
             taken.append(Taken(batch, tag, item, source, self))
@@ -159,12 +165,11 @@ class Coalescer:
 
     def give_back(self, taken: Taken) -> None:
         channel = self._channel()
-        self._give_back(channel.client, channel, taken.tag, taken.item, taken.source)
+        self._give_back(channel, taken.tag, taken.item, taken.source)
 
-    @staticmethod
-    def _give_back(client: redis.Redis, channel: Any, tag: str, item: bytes, source: str) -> None:
+    def _give_back(self, channel: Any, tag: str, item: bytes, source: str) -> None:
         keys = [channel.unacked_key, channel.unacked_index_key, source]
-        client.eval(_GIVE_BACK, len(keys), *keys, tag, item)
+        self._give_back_script(keys=keys, args=[tag, item], client=channel.client)
 
     def close(self) -> None:
         if self._connection is not None:

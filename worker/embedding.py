@@ -11,7 +11,6 @@ model and equals what the workers store.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +27,7 @@ from worker.encoder import (
     Model2VecEncoder,
     ModelInfo,
     check_source,
+    hub_offline,
     load_static_model,
 )
 
@@ -190,8 +190,7 @@ def _load(settings: ModelSettings, shown: str | Path) -> StaticModel:
 def _hub_failure(hub_id: str, shown: str | Path, exc: ModelLoadError) -> str:
     from model2vec.persistence.hf import maybe_get_cached_model_path
 
-    # The same reading of HF_HUB_OFFLINE as check_source, so the reason matches its decision.
-    offline = os.environ.get("HF_HUB_OFFLINE", "") not in {"", "0", "false"}
+    offline = hub_offline()  # as check_source reads it, so the reason matches its decision
     cause = " ".join(str(exc.__cause__ or exc).split())[:300]
     if maybe_get_cached_model_path(hub_id) is not None:
         why = f"its copy in the Hugging Face cache did not load ({cause})"

@@ -25,6 +25,7 @@ __all__ = [
     "ModelInfo",
     "Vectors",
     "check_source",
+    "hub_offline",
     "load_static_model",
     "resolve_source",
 ]
@@ -54,6 +55,11 @@ class Encoder(Protocol):
     def encode(self, texts: Sequence[str]) -> Vectors:
         """Return a C-contiguous float32 array of shape ``(len(texts), dim)``."""
         ...
+
+
+def hub_offline() -> bool:
+    """Whether HF_HUB_OFFLINE forbids asking the Hugging Face hub (read at each call)."""
+    return os.environ.get("HF_HUB_OFFLINE", "") not in {"", "0", "false"}
 
 
 def resolve_source(model: ModelSettings) -> str:
@@ -98,8 +104,7 @@ def check_source(model: ModelSettings) -> None:
         return
     from model2vec.persistence.hf import maybe_get_cached_model_path
 
-    offline = os.environ.get("HF_HUB_OFFLINE", "") not in {"", "0", "false"}
-    if offline and maybe_get_cached_model_path(source) is None:
+    if hub_offline() and maybe_get_cached_model_path(source) is None:
         raise ModelLoadError(
             f"model {source!r} is not in the Hugging Face cache and HF_HUB_OFFLINE is set. "
             f"Download it elsewhere (hf download {source} --local-dir DIR), copy DIR "
@@ -124,8 +129,7 @@ def load_static_model(model: ModelSettings) -> StaticModel:
         )
     except Exception as exc:
         if is_hub:
-            offline = os.environ.get("HF_HUB_OFFLINE", "") not in {"", "0", "false"}
-            why = "HF_HUB_OFFLINE is set and it is not cached" if offline else str(exc)
+            why = "HF_HUB_OFFLINE is set and it is not cached" if hub_offline() else str(exc)
             raise ModelLoadError(
                 f"could not load model {source!r} from the Hugging Face cache or hub ({why}). "
                 "On an air-gapped host, download it elsewhere (hf download "

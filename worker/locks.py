@@ -8,6 +8,7 @@ locked file also holds one number its holders share (see :class:`Ledger`).
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import os
 import struct
@@ -41,6 +42,7 @@ class Ledger:
         os.pwrite(self._fd, _STAMP.pack(stamp), 0)
 
 
+@functools.cache
 def _boot_id() -> str:
     try:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()

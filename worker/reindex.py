@@ -16,16 +16,16 @@ from dataclasses import dataclass
 import redis
 
 from config.connections import redis_client
-from config.contract import check_collection, check_id, check_metadata, check_text
+from config.contract import check_collection
 from config.errors import (
     BrokerUnavailableError,
     InvalidInputError,
-    JobFailedError,
     ModelMismatchError,
 )
 from config.settings import Settings
 from producer.job import Job
-from producer.producer import EmbeddingProducer, Record
+from producer.producer import EmbeddingProducer
+from producer.records import Record, check_one
 from worker.milvus import MilvusStore
 
 __all__ = ["ReindexResult", "reindex"]
@@ -135,11 +135,8 @@ def _run(
 
     def settle(job: Job) -> None:
         nonlocal stored, rejected, failed
-        try:
-            status = job.wait()
-        except JobFailedError:
-            # Rejected texts and failed batches are dead letters: count them, go on.
-            status = job.status()
+        # Rejected texts and failed batches are dead letters: count them, go on.
+        status = job.wait_finished()
         stored += status.texts_stored
         rejected += status.texts_rejected
         failed += status.batches_failed
@@ -160,8 +157,7 @@ def _run(
         records: list[Record] = []
         for text, row_id, meta in zip(rows.texts, rows.ids, rows.metadata, strict=True):
             try:
-                checked = check_text(text, limits), check_id(row_id, limits)
-                records.append((*checked, check_metadata(meta, limits)))
+                records.append(check_one(text, row_id, meta, limits))
             except InvalidInputError as exc:
                 rejected += 1
                 if len(refused) < _MAX_REFUSED:

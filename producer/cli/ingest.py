@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Never
 
 from config.errors import (
     InvalidInputError,
-    JobFailedError,
     JobTimeoutError,
 )
 from producer.cli.exits import EXIT_FAILED, fail
@@ -92,10 +91,9 @@ def _wait(job: Job, total: int, timeout: float | None, quiet: bool) -> int:
             )
         time.sleep(0.2)
     bar.close()
-    try:
-        job.wait(timeout=0)
-    except JobFailedError as exc:
-        return fail(exc, EXIT_FAILED)
+    failure = status.failure()
+    if failure is not None:
+        return fail(failure, EXIT_FAILED)
     print(status.summary(), file=sys.stderr)
     return 0
 
