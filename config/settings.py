@@ -170,7 +170,10 @@ class MilvusSettings(BaseModel):
     timeout: float = Field(30.0, gt=0, description="seconds per Milvus call")
     flush: Literal["auto", "always", "never"] = Field(
         "auto",
-        description="flush after each batch before acknowledging it; auto = on Milvus Lite only",
+        description=(
+            "flush after each batch before acknowledging it; auto = only on a plain Milvus "
+            "Lite server (embedq's own Lite server and Milvus servers need none)"
+        ),
     )
     upsert_max_bytes: int = Field(
         8 * 1024 * 1024,

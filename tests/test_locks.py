@@ -13,6 +13,7 @@ import pytest
 
 from config.errors import StoreUnavailableError
 from config.settings import MilvusSettings
+from worker.lite_server import SERIALIZED
 from worker.locks import host_lock
 from worker.milvus import MilvusStore
 from worker.store import Rows
@@ -64,11 +65,12 @@ def test_locks_of_different_names_do_not_block_each_other() -> None:
 class RecordingClient:
     """Stands in for pymilvus's client: records upserts and flushes of a Milvus Lite server."""
 
-    def __init__(self) -> None:
+    def __init__(self, version: str = "milvus_lite-3.2.2") -> None:
         self.calls: list[str] = []
+        self.version = version
 
     def get_server_version(self) -> str:
-        return "milvus_lite 3.2.2"
+        return self.version
 
     def upsert(self, collection: str, data: list[object], timeout: float) -> dict[str, int]:
         self.calls.append("upsert")
@@ -78,11 +80,13 @@ class RecordingClient:
         self.calls.append("flush")
 
 
-def lite_store(name: str) -> tuple[MilvusStore, RecordingClient]:
+def lite_store(
+    name: str, version: str = "milvus_lite-3.2.2"
+) -> tuple[MilvusStore, RecordingClient]:
     store = MilvusStore(
         MilvusSettings(uri="http://127.0.0.1:1"), write_lock=lambda c: host_lock(name + c, wait=1)
     )
-    client = RecordingClient()
+    client = RecordingClient(version)
     store._client = client
     return store, client
 
@@ -97,6 +101,15 @@ def test_each_batch_on_milvus_lite_is_flushed_before_upsert_returns() -> None:
     store.upsert("c", rows())
     store.upsert("c", rows())
     assert client.calls == ["upsert", "flush", "upsert", "flush"]
+
+
+def test_embedqs_own_lite_server_and_milvus_servers_need_no_flush() -> None:
+    # embedq's Lite server logs each write before answering (worker/lite_server.py)
+    for version in ("milvus_lite-3.2.2" + SERIALIZED, "v2.3.5"):
+        store, client = lite_store(f"noflush-{uuid.uuid4()}", version)
+        store.upsert("c", rows())
+        store.upsert("c", rows())
+        assert client.calls == ["upsert", "upsert"], version
 
 
 def test_a_flush_started_after_an_upsert_covers_it_for_every_process() -> None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -10,6 +14,7 @@ from config.settings import MilvusSettings
 from tests.conftest import unique
 from worker.encoder import ModelInfo
 from worker.milvus import MilvusStore, _chunks
+from worker.services import Service, free_port, milvus_lite_command, wait_for_port
 from worker.store import Rows
 
 pytestmark = pytest.mark.integration
@@ -87,3 +92,38 @@ def test_upserts_are_split_by_bytes() -> None:
     assert len(chunks) > 1
     assert sum(len(c) for c in chunks) == 100
     assert [i for c in chunks for i in c.ids] == list(data.ids)
+
+
+def test_embedqs_lite_server_keeps_concurrent_unflushed_writes_through_a_kill(
+    tmp_path: Path,
+) -> None:
+    """Plain Milvus Lite interleaves concurrent writes in its log, which then fails to replay:
+    a kill lost every row since the last flush. embedq's Lite server serializes writes, so the
+    workers need no flush there and every acknowledged row survives a SIGKILL."""
+    port = free_port()
+
+    def start() -> Service:
+        service = Service("lite", milvus_lite_command(port, tmp_path / "data"), tmp_path / "log")
+        service.wait_ready(lambda: wait_for_port("127.0.0.1", port), timeout=60)
+        return service
+
+    server, uri, name = start(), f"http://127.0.0.1:{port}", unique("kill")
+    stores = [MilvusStore(MilvusSettings(uri=uri)) for _ in range(4)]
+    stores[0].prepare(name, MODEL)
+    assert not stores[0]._should_flush()  # the version says writes are serialized
+
+    def write(n: int) -> int:
+        stores[n].prepare(name, MODEL)
+        return sum(stores[n].upsert(name, rows(100, start=n * 10_000 + b * 100)) for b in range(15))
+
+    with ThreadPoolExecutor(4) as pool:
+        acknowledged = sum(pool.map(write, range(4)))
+    assert acknowledged == 4 * 15 * 100
+    server.send_signal(signal.SIGKILL)
+    server.stop()
+    server = start()
+    try:
+        assert b"WAL recovery stopped" not in server.output()
+        assert MilvusStore(MilvusSettings(uri=uri)).count(name) == acknowledged
+    finally:
+        server.stop()

@@ -1,10 +1,18 @@
 """Milvus Lite's gRPC server as embedq runs it (``embedq standalone``, the tests, the benchmark).
 
 Run as a script (``python worker/lite_server.py server --data-dir D --port P``), so that it
-imports nothing of embedq. Two changes to ``milvus-lite server``:
+imports nothing of embedq. Three changes to ``milvus-lite server``:
 
-- SIGTERM (docker stop, systemd, a supervisor) gets the same graceful stop as Ctrl-C: Milvus
-  Lite closes its files only on KeyboardInterrupt, and loses recent writes when killed.
+- Writes take turns. Milvus Lite serves each call on a thread of a pool, but a collection's
+  write path (its write-ahead log, its memtable, its flush) has no lock: two upserts at once
+  interleave their bytes in the log, which then fails to replay after a crash (the rows of every
+  write since the last flush are lost), and a flush beside another one can return before its
+  rows are on disk. With writes serialized, every acknowledged write is in the log before the
+  call returns, and survives a kill of this process without a flush (``tests/test_faults.py``).
+  Reads stay concurrent. The version it reports ends in :data:`SERIALIZED`, which tells
+  embedq's workers that they need not flush (``EMBEDQ_MILVUS__FLUSH=auto``).
+- SIGTERM (docker stop, systemd, a supervisor) gets the same graceful stop as Ctrl-C, and that
+  stop waits for a write in progress before it closes the database.
 - pymilvus pings its connections every 10 s, idle or not, while gRPC servers by default refuse
   pings more often than every 5 minutes without data: after a few, Milvus Lite answered
   GOAWAY "too_many_pings" and clients lost their connection mid-run. This server accepts them.
@@ -12,11 +20,17 @@ imports nothing of embedq. Two changes to ``milvus-lite server``:
 
 from __future__ import annotations
 
+import functools
 import signal
 import sys
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import grpc
+
+#: Suffix of the version this server reports; ``worker.milvus`` checks for it.
+SERIALIZED = "+embedq-serialized-writes"
 
 # What pymilvus's channels send (keepalive_time_ms 10000, permit_without_calls).
 _KEEPALIVE_ACCEPTED = [
@@ -25,9 +39,56 @@ _KEEPALIVE_ACCEPTED = [
     ("grpc.http2.max_ping_strikes", 0),
 ]
 
+# The calls that only read; every other call of the Milvus service changes state and takes the
+# write lock.
+_READS = frozenset({
+    "Connect", "GetVersion", "CheckHealth", "HasCollection", "DescribeCollection",
+    "ShowCollections", "Query", "Search", "HybridSearch", "DescribeIndex", "GetLoadingProgress",
+    "GetLoadState", "HasPartition", "ShowPartitions", "GetFlushState",
+    "GetCollectionStatistics", "GetPartitionStatistics", "ListDatabases", "DescribeDatabase",
+    "DescribeAlias", "ListAliases", "GetCompactionState",
+})  # fmt: skip
+
 
 def _stop(*_: Any) -> None:
     raise KeyboardInterrupt
+
+
+def _serialized(method: Callable[..., Any], lock: threading.Lock) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def call(self: Any, request: Any, context: Any) -> Any:
+        with lock:
+            return method(self, request, context)
+
+    return call
+
+
+def serialize_writes(servicer: type, database: type) -> None:
+    """Make the state-changing calls of Milvus Lite's servicer class, and the closing of its
+    database, take one lock in turn."""
+    lock = threading.Lock()
+    for name, method in list(vars(servicer).items()):
+        if name[:1].isupper() and callable(method) and name not in _READS:
+            setattr(servicer, name, _serialized(method, lock))
+    # On Ctrl-C Milvus Lite asks gRPC to stop (which does not wait) and closes the database at
+    # once: a write still running could put its row in the memtable after the final flush and
+    # be acknowledged, then lost. Closing under the lock lets it finish first; a write after
+    # the close fails, and its client retries it on the next server.
+    close = database.close
+
+    def close_after_writes(self: Any) -> None:
+        with lock:
+            close(self)
+
+    database.close = close_after_writes  # type: ignore[attr-defined]
+    version = servicer.GetVersion
+
+    def get_version(self: Any, request: Any, context: Any) -> Any:
+        reply = version(self, request, context)
+        reply.version += SERIALIZED
+        return reply
+
+    servicer.GetVersion = get_version  # type: ignore[attr-defined]
 
 
 def main() -> None:
@@ -38,8 +99,11 @@ def main() -> None:
 
     grpc.server = server
     signal.signal(signal.SIGTERM, _stop)
+    from milvus_lite.adapter.grpc.servicer import MilvusServicer
     from milvus_lite.cmdline import main as milvus_lite
+    from milvus_lite.db import MilvusLite
 
+    serialize_writes(MilvusServicer, MilvusLite)
     sys.argv[0] = "milvus-lite"
     milvus_lite()
 
