@@ -63,7 +63,7 @@ def _serialized(method: Callable[..., Any], lock: threading.Lock) -> Callable[..
     return call
 
 
-def serialize_writes(servicer: type, database: type) -> None:
+def serialize_writes(servicer: Any, database: Any) -> None:
     """Make the state-changing calls of Milvus Lite's servicer class, and the closing of its
     database, take one lock in turn."""
     lock = threading.Lock()
@@ -80,7 +80,7 @@ def serialize_writes(servicer: type, database: type) -> None:
         with lock:
             close(self)
 
-    database.close = close_after_writes  # type: ignore[attr-defined]
+    database.close = close_after_writes
     version = servicer.GetVersion
 
     def get_version(self: Any, request: Any, context: Any) -> Any:
@@ -88,7 +88,7 @@ def serialize_writes(servicer: type, database: type) -> None:
         reply.version += SERIALIZED
         return reply
 
-    servicer.GetVersion = get_version  # type: ignore[attr-defined]
+    servicer.GetVersion = get_version
 
 
 def main() -> None:
