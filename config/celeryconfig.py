@@ -73,7 +73,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_create_missing_queues": True,
         "worker_hijack_root_logger": False,
         "worker_send_task_events": True,
-        "task_send_sent_event": True,
+        # Workers' events are enough for Flower; the producer's own would add a publish per batch.
+        "task_send_sent_event": settings.flower.sent_events,
         "worker_cancel_long_running_tasks_on_connection_loss": False,
         "broker_pool_limit": 10,
         "timezone": "UTC",

@@ -10,7 +10,7 @@ of polling (:meth:`JobTracker.watch`).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -111,14 +111,22 @@ class JobTracker:
         base = f"embedq:job:{job_id}"
         return [base, f"{base}:done", f"{base}:failed", f"{base}:errors"]
 
-    def create(self, job_id: str, collection: str, model: str) -> None:
+    def create(
+        self, job_id: str, collection: str, model: str, sealed: tuple[int, int] | None = None
+    ) -> None:
+        """Start the job's record; ``sealed`` = (batches, texts) when every batch is already
+        queued, which also seals it in the same round trip."""
         key = self._keys(job_id)[0]
-        pipe = self._redis.pipeline()
+        pipe = self._redis.pipeline(transaction=False)
         pipe.hset(
             key,
             mapping={"collection": collection, "model": model, "created": f"{time.time():.3f}"},
         )
+        if sealed is not None:
+            pipe.hset(key, mapping={"total_batches": sealed[0], "texts_total": sealed[1]})
         pipe.expire(key, self._ttl)
+        if sealed is not None:
+            pipe.publish(f"{key}:progress", "sealed")
         pipe.execute()
 
     def seal(self, job_id: str, total_batches: int, total_texts: int) -> None:
@@ -157,8 +165,16 @@ class JobTracker:
         self, job_id: str, batch: int, stored: int, rejected: int, errors: list[str]
     ) -> bool:
         """Count a stored batch once; returns False when it had been counted before."""
-        args: list[Any] = [batch, stored, rejected, self._ttl, *errors[:_MAX_ERRORS]]
-        return bool(self._done(keys=self._keys(job_id), args=args))
+        return self.batches_done([(job_id, batch, stored, rejected, errors)])[0]
+
+    def batches_done(self, done: Sequence[tuple[str, int, int, int, list[str]]]) -> list[bool]:
+        """:meth:`batch_done` for several (job, batch, stored, rejected, errors) in one round
+        trip: a worker that embedded many small batches together records them at once."""
+        pipe = self._redis.pipeline(transaction=False)
+        for job_id, batch, stored, rejected, errors in done:
+            args: list[Any] = [batch, stored, rejected, self._ttl, *errors[:_MAX_ERRORS]]
+            self._done(keys=self._keys(job_id), args=args, client=pipe)
+        return [bool(added) for added in pipe.execute()]
 
     def batch_failed(self, job_id: str, batch: int, reason: str) -> None:
         """Record a batch that failed for good (unless it was stored on an earlier delivery)."""

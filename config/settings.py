@@ -317,6 +317,13 @@ class FlowerSettings(BaseModel):
     port: int = Field(5555, ge=1, le=65535, description="listen port")
     user: str | None = Field(None, description="basic-auth user")
     password: SecretStr | None = Field(None, description="basic-auth password; never logged")
+    sent_events: bool = Field(
+        False,
+        description=(
+            "producers announce each queued batch (Flower shows it PENDING before a worker "
+            "takes it); costs a Redis publish per batch"
+        ),
+    )
 
     @model_validator(mode="after")
     def _check_auth(self) -> FlowerSettings:

@@ -7,6 +7,7 @@ never connects to Milvus.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import uuid
 from collections.abc import Iterable, Sequence
 from types import TracebackType
@@ -113,21 +114,33 @@ class EmbeddingProducer:
         """Queue already-checked records (from :meth:`validate` or a file reader), streaming:
         memory stays flat however many records there are."""
         name, model_name = self.target(collection, model)
-        job = self.start_job(name, model_name)
-        sent = texts = 0
         # The worker refuses bodies over its limit: leave room for the envelope.
         limit = self.settings.worker.max_message_bytes
         max_bytes = limit - min(64 * 1024, limit // 8)
+        chunks = batches(records, self.settings.batch.size, max_bytes)
+        first = next(chunks, None)
+        if first is None:
+            raise InvalidInputError("no records to submit; pass at least one text")
+        second = next(chunks, None)
+        # A job of one batch (the common small job) is recorded and sealed in one round trip
+        # after its message is queued; a longer one is recorded first, so that its progress
+        # can be read while the rest is still being queued.
+        job = (
+            Job(uuid.uuid4().hex, self._tracker)
+            if second is None
+            else self.start_job(name, model_name)
+        )
+        sent = texts = 0
         try:
             with self._app.producer_or_acquire() as publisher:
-                for index, chunk in enumerate(
-                    batches(records, self.settings.batch.size, max_bytes)
-                ):
+                head = [first] if second is None else [first, second]
+                for index, chunk in enumerate(itertools.chain(head, chunks)):
                     self._send(publisher, job.id, index, name, model_name, chunk)
                     sent, texts = sent + 1, texts + len(chunk)
-            if sent == 0:
-                raise InvalidInputError("no records to submit; pass at least one text")
-            self._tracker.seal(job.id, sent, texts)
+            if second is None:
+                self._tracker.create(job.id, name, model_name, sealed=(sent, texts))
+            else:
+                self._tracker.seal(job.id, sent, texts)
         except (OperationalError, redis.RedisError, OSError) as exc:
             raise BrokerUnavailableError(
                 f"Redis at {self.settings.redis.url} failed after {sent} batches of job {job.id} "
@@ -206,8 +219,8 @@ class EmbeddingProducer:
             producer=publisher,
             ignore_result=True,
             # Read by the worker's consumer to mark the batch failed if it must refuse the
-            # message unread (too large).
-            headers={"embedq_job": job_id, "embedq_batch": index},
+            # message unread (too large), and by dynamic batching to size what it takes.
+            headers={"embedq_job": job_id, "embedq_batch": index, "embedq_texts": len(chunk)},
         )
 
     # -- dead letters -----------------------------------------------------------------------

@@ -115,3 +115,38 @@ def test_an_unreadable_message_stays_where_it_was(
 
 def test_an_empty_queue_gives_nothing(app: Any, queue: str) -> None:
     assert coalescer(app).take(queue, "m", room=10) == []
+
+
+def test_the_producers_text_counts_size_what_one_step_takes(
+    app: Any, client: redis.Redis, queue: str
+) -> None:
+    for i, n in enumerate([1, 3, 1, 1]):
+        send(app, queue, {"batch": batch([f"t{i}"] * n)}, headers={"embedq_texts": n})
+    taker = coalescer(app)
+    taken = taker.take(queue, "m", room=3)
+    # the 3-text batch does not fit after the first: taking stops before it, in the queue
+    assert [len(t.batch.texts) for t in taken] == [1]
+    assert client.llen(queue) == 3
+    taker.ack(*taken)
+    again = taker.take(queue, "m", room=10)
+    assert [t.batch.texts[0] for t in again] == ["t1", "t2", "t3"]
+    taker.ack(*again)
+    assert not {t.tag.encode() for t in [*taken, *again]} & set(client.hkeys("unacked"))
+    taker.close()
+
+
+def test_batches_given_back_keep_their_order_in_the_queue(
+    app: Any, client: redis.Redis, queue: str
+) -> None:
+    # Without the header each message counts as one text until read: the step takes more
+    # than fits, and what does not fit goes back in order.
+    for i in range(4):
+        send(app, queue, {"batch": batch([f"t{i}", f"u{i}"])})
+    taker = coalescer(app)
+    taken = taker.take(queue, "m", room=3)
+    assert [t.batch.texts[0] for t in taken] == ["t0"]
+    assert client.llen(queue) == 3
+    again = taker.take(queue, "m", room=100)
+    assert [t.batch.texts[0] for t in again] == ["t1", "t2", "t3"]
+    taker.ack(*taken, *again)
+    taker.close()

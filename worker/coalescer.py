@@ -34,27 +34,40 @@ __all__ = ["Coalescer", "Taken"]
 log = logging.getLogger(__name__)
 
 # KEYS: the queue's lists (by priority, first served first), the unacked hash, its index.
-# ARGV: now. Returns {item, list} or false; a message that cannot be read goes back where it was.
+# ARGV: now, room (texts), the embed task's name. Takes, oldest first, the messages of that task
+# that fit in the room (by the producer's embedq_texts header; 1 when absent), and stops at the
+# first that does not fit or is not such a message (it stays in the queue, untouched).
+# Returns {item, list, item, list, ...}.
 _TAKE = """
 local unacked, index = KEYS[#KEYS - 1], KEYS[#KEYS]
+local room = tonumber(ARGV[2])
+local out = {}
 for i = 1, #KEYS - 2 do
-  local item = redis.call('RPOP', KEYS[i])
-  if item then
+  while room > 0 do
+    local item = redis.call('LINDEX', KEYS[i], -1)
+    if not item then break end
     local ok, message = pcall(cjson.decode, item)
-    local props = ok and type(message) == 'table' and message['properties']
-    local delivery = type(props) == 'table' and props['delivery_info']
-    local tag = type(props) == 'table' and props['delivery_tag']
-    if type(delivery) ~= 'table' or type(tag) ~= 'string' then
-      redis.call('RPUSH', KEYS[i], item)
-      return {false, KEYS[i]}
+    if not ok or type(message) ~= 'table' then return out end
+    local headers, props = message['headers'], message['properties']
+    if type(headers) ~= 'table' or type(props) ~= 'table' then return out end
+    local delivery, tag = props['delivery_info'], props['delivery_tag']
+    local eta = headers['eta']
+    if headers['task'] ~= ARGV[3] or (eta ~= nil and eta ~= cjson.null)
+        or type(delivery) ~= 'table' or type(tag) ~= 'string' then
+      return out
     end
+    local texts = tonumber(headers['embedq_texts']) or 1
+    if texts > room then return out end
+    redis.call('RPOP', KEYS[i])
     redis.call('ZADD', index, ARGV[1], tag)
     redis.call('HSET', unacked, tag, '[' .. item .. ',' .. cjson.encode(delivery['exchange'])
       .. ',' .. cjson.encode(delivery['routing_key']) .. ']')
-    return {item, KEYS[i]}
+    out[#out + 1] = item
+    out[#out + 1] = KEYS[i]
+    room = room - texts
   end
 end
-return false
+return out
 """
 
 # KEYS: unacked hash, its index, the list the message came from. ARGV: tag, item.
@@ -111,19 +124,17 @@ class Coalescer:
         # kombu keeps a queue's messages of each priority step in a list of its own.
         lists = list(dict.fromkeys(channel._q_for_pri(queue, p) for p in channel.priority_steps))
         keys = [*lists, channel.unacked_key, channel.unacked_index_key]
+        # One round trip takes them all; each is then read in full here.
+        found = self._take(keys=keys, args=[time.time(), room, TASK_EMBED], client=client)
+        pairs = [(found[n], _text(found[n + 1])) for n in range(0, len(found), 2)]
         taken: list[Taken] = []
-        while room > 0:
-            found = self._take(keys=keys, args=[time.time()], client=client)
-            if not found:
-                break
-            item, source = found[0], _text(found[1])
-            if not item:
-                break  # unreadable: left where it was, for the consumer to deal with
+        for n, (item, source) in enumerate(pairs):
             message = self._small_batch(item, model)
             if message is None or len(message[1].texts) > room:
-                # Not ours to run here: back to the head of the queue, and stop.
-                tag = message[0] if message else _tag(item)
-                self._give_back(channel, tag, item, source)
+                # Not ours to run here: this one and the rest go back to the head of the
+                # queue, last first, so that the queue keeps its order.
+                for back, back_source in reversed(pairs[n:]):
+                    self._give_back(channel, _tag(back), back, back_source)
                 break
             tag, batch = message
             taken.append(Taken(batch, tag, item, source, self))
@@ -156,11 +167,15 @@ class Coalescer:
             return None
         return tag, batch
 
-    def ack(self, taken: Taken) -> None:
+    def ack(self, *taken: Taken) -> None:
+        """Acknowledge taken messages, in one round trip."""
+        if not taken:
+            return
         channel = self._channel()
+        tags = [t.tag for t in taken]
         pipe = channel.client.pipeline()
-        pipe.zrem(channel.unacked_index_key, taken.tag)
-        pipe.hdel(channel.unacked_key, taken.tag)
+        pipe.zrem(channel.unacked_index_key, *tags)
+        pipe.hdel(channel.unacked_key, *tags)
         pipe.execute()
 
     def give_back(self, taken: Taken) -> None:

@@ -53,40 +53,49 @@ def register_tasks(app: Celery, settings: Settings) -> None:
     worker = settings.worker
     coalesce = settings.batch.size if worker.coalesce_texts is None else worker.coalesce_texts
 
-    def record(rt: runtime.Runtime, message: BatchMessage, outcome: BatchOutcome) -> None:
-        """Keep the rejected items and count the batch in its job's progress."""
+    def record(rt: runtime.Runtime, done: list[tuple[BatchMessage, BatchOutcome]]) -> None:
+        """Keep the rejected items and count the batches in their jobs' progress."""
         try:
-            # The rejected items are recorded first, under an id of their own: a redelivery
-            # after a crash between the two writes records them in the same place, not twice.
-            if outcome.rejected:
-                reasons = "; ".join(
-                    f"item {i}: {why}" for i, why in sorted(outcome.rejected.items())
-                )
-                runtime.dead_letters(settings).add(
-                    "rejected",
-                    f"{len(outcome.rejected)} of {len(message.texts)} items rejected: {reasons}",
-                    body=outcome.rejected_message(message),
-                    task=TASK_EMBED,
-                    job_id=message.job_id,
-                    batch=message.batch,
-                    letter_id=f"{message.job_id}-{message.batch}-rejected",
-                )
-                metrics.record_dead_letter("rejected")
-            if outcome.stored and message.collection not in rt.announced:
-                info = rt.encoder_for(message.model).info
-                runtime.registry(settings).record(
-                    message.collection, {"name": info.name, "source": info.source, "dim": info.dim}
-                )
-                rt.announced.add(message.collection)
-            runtime.tracker(settings).batch_done(
-                message.job_id,
-                message.batch,
-                outcome.stored,
-                len(outcome.rejected),
-                outcome.error_lines(message.job_id, message.batch),
+            for message, outcome in done:
+                # The rejected items are recorded first, under an id of their own: a
+                # redelivery after a crash between the two writes records them in the same
+                # place, not twice.
+                if outcome.rejected:
+                    reasons = "; ".join(
+                        f"item {i}: {why}" for i, why in sorted(outcome.rejected.items())
+                    )
+                    runtime.dead_letters(settings).add(
+                        "rejected",
+                        f"{len(outcome.rejected)} of {len(message.texts)} items rejected: "
+                        f"{reasons}",
+                        body=outcome.rejected_message(message),
+                        task=TASK_EMBED,
+                        job_id=message.job_id,
+                        batch=message.batch,
+                        letter_id=f"{message.job_id}-{message.batch}-rejected",
+                    )
+                    metrics.record_dead_letter("rejected")
+                if outcome.stored and message.collection not in rt.announced:
+                    info = rt.encoder_for(message.model).info
+                    runtime.registry(settings).record(
+                        message.collection,
+                        {"name": info.name, "source": info.source, "dim": info.dim},
+                    )
+                    rt.announced.add(message.collection)
+            runtime.tracker(settings).batches_done(
+                [
+                    (
+                        m.job_id,
+                        m.batch,
+                        o.stored,
+                        len(o.rejected),
+                        o.error_lines(m.job_id, m.batch),
+                    )
+                    for m, o in done
+                ]
             )
         except redis.RedisError as exc:
-            # The rows are stored; a retry rewrites them (idempotent) and counts the batch.
+            # The rows are stored; a retry rewrites them (idempotent) and counts the batches.
             raise BrokerUnavailableError(f"could not record progress: {exc}") from exc
 
     def report(message: BatchMessage, outcome: BatchOutcome, seconds: float, group: int) -> None:
@@ -144,13 +153,15 @@ def register_tasks(app: Celery, settings: Settings) -> None:
                 outcomes = [embed_batch(message, encoder, rt.store, settings.batch)]
             group = len(outcomes)
             seconds = time.perf_counter() - started
-            for t, outcome in zip(taken, outcomes[1:], strict=True):
-                record(rt, t.batch, outcome)
-                t.ack()
-                pending.remove(t)
-                report(t.batch, outcome, seconds, group)
-            record(rt, message, outcomes[0])
-            report(message, outcomes[0], seconds, group)
+            messages = [message, *(t.batch for t in taken)]
+            # Progress first, then the acknowledgements: a crash in between redelivers batches
+            # that are counted once. This task's own message is acknowledged by Celery.
+            record(rt, list(zip(messages, outcomes, strict=True)))
+            if taken:
+                runtime.coalescer(app, settings).ack(*taken)
+            pending = []
+            for each, outcome in zip(messages, outcomes, strict=True):
+                report(each, outcome, seconds, group)
         finally:
             # Failed before their progress was recorded: another attempt will store them.
             for t in pending:
