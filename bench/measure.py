@@ -26,6 +26,7 @@ __all__ = [
     "SmallJobs",
     "Throughput",
     "embedq_ingest",
+    "queued_small_jobs",
     "raw_encode",
     "raw_upsert",
     "seed_path",
@@ -259,3 +260,28 @@ def small_jobs(
     # The one-at-a-time phase waited for each of its jobs: the rest are the stream's rows.
     stream = Throughput(count, seconds, stored - (expected - count))
     return SmallJobs(workers, latencies, stream, expected, stored)
+
+
+def queued_small_jobs(
+    stack: Stack, collection: str, info: ModelInfo, corpus: Corpus, count: int
+) -> Throughput:
+    """``count`` one-text jobs queued while the workers take nothing, then timed from the moment
+    they resume until every row is stored: what the workers sustain on a backlog of small jobs,
+    apart from how fast one producer thread submits them (the stream above)."""
+    stack.create_collection(collection, info)
+    stack.consume(False)
+    try:
+        with EmbeddingProducer(stack.settings()) as producer:
+            for text, key in zip(corpus.texts[:count], corpus.ids[:count], strict=True):
+                producer.submit([text], ids=[key], collection=collection)
+    finally:
+        started = time.perf_counter()
+        stack.consume(True)
+    deadline = started + max(120.0, count / 5)
+    stored = 0
+    while time.perf_counter() < deadline:
+        stored = stack.count(collection)
+        if stored >= count:
+            break
+        time.sleep(0.02)
+    return Throughput(count, time.perf_counter() - started, stored)

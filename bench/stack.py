@@ -158,6 +158,20 @@ class Stack:
             time.sleep(0.1)
         return pool
 
+    def consume(self, on: bool) -> None:
+        """Stop (``on=False``) or resume the pool's consumption of its embed queue (Celery's
+        remote control), so that a backlog can be queued before the workers see any of it."""
+        queue = embed_queue(self.model_name)
+        control = make_celery(self.settings())
+        destination = [f"{self._node}@{socket.gethostname()}"]
+        try:
+            change = control.control.add_consumer if on else control.control.cancel_consumer
+            replies = change(queue, destination=destination, reply=True, timeout=10)
+        finally:
+            control.close()
+        if not replies:
+            raise RuntimeError(f"worker {self._node} did not answer to consume={on}")
+
     def warm_up(self, collection: str, model: ModelInfo, batches: int) -> None:
         """One-text batches until every pool process has stored one: a process opens its
         Milvus connection (and imports pymilvus) on its first batch, about a second that the

@@ -23,20 +23,29 @@ __all__ = ["JobStatus", "JobTracker"]
 
 _MAX_ERRORS = 100
 
-# KEYS: job hash, done set, failed hash, errors list
-# ARGV: batch, stored, rejected, ttl, error lines...
+# Several batches at once (a worker records the batches it embedded together in one call).
+# KEYS: per batch its job hash, done set, failed hash, errors list.
+# ARGV: ttl, then per batch: batch, stored, rejected, error count, error lines...
+# Returns per batch 1 when it was counted now, 0 when it had been before.
 _DONE = f"""
-local added = redis.call('SADD', KEYS[2], ARGV[1])
-if added == 1 then
-  redis.call('HINCRBY', KEYS[1], 'texts_stored', ARGV[2])
-  redis.call('HINCRBY', KEYS[1], 'texts_rejected', ARGV[3])
-  redis.call('HDEL', KEYS[3], ARGV[1])
-  for i = 5, #ARGV do redis.call('RPUSH', KEYS[4], ARGV[i]) end
-  redis.call('LTRIM', KEYS[4], 0, {_MAX_ERRORS - 1})
+local ttl, a, counted = ARGV[1], 2, {{}}
+for k = 1, #KEYS, 4 do
+  local job, done, failed, errors = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
+  local batch, lines = ARGV[a], tonumber(ARGV[a + 3])
+  local added = redis.call('SADD', done, batch)
+  if added == 1 then
+    redis.call('HINCRBY', job, 'texts_stored', ARGV[a + 1])
+    redis.call('HINCRBY', job, 'texts_rejected', ARGV[a + 2])
+    redis.call('HDEL', failed, batch)
+    for i = 1, lines do redis.call('RPUSH', errors, ARGV[a + 3 + i]) end
+    redis.call('LTRIM', errors, 0, {_MAX_ERRORS - 1})
+  end
+  for i = 0, 3 do redis.call('EXPIRE', KEYS[k + i], ttl) end
+  redis.call('PUBLISH', job .. ':progress', batch)
+  counted[#counted + 1] = added
+  a = a + 4 + lines
 end
-for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ARGV[4]) end
-redis.call('PUBLISH', KEYS[1] .. ':progress', ARGV[1])
-return added
+return counted
 """
 
 # KEYS: job hash, done set, failed hash; ARGV: batch, reason, ttl
@@ -168,13 +177,15 @@ class JobTracker:
         return self.batches_done([(job_id, batch, stored, rejected, errors)])[0]
 
     def batches_done(self, done: Sequence[tuple[str, int, int, int, list[str]]]) -> list[bool]:
-        """:meth:`batch_done` for several (job, batch, stored, rejected, errors) in one round
-        trip: a worker that embedded many small batches together records them at once."""
-        pipe = self._redis.pipeline(transaction=False)
+        """:meth:`batch_done` for several (job, batch, stored, rejected, errors) in one call:
+        a worker that embedded many small batches together records them at once."""
+        keys: list[str] = []
+        args: list[Any] = [self._ttl]
         for job_id, batch, stored, rejected, errors in done:
-            args: list[Any] = [batch, stored, rejected, self._ttl, *errors[:_MAX_ERRORS]]
-            self._done(keys=self._keys(job_id), args=args, client=pipe)
-        return [bool(added) for added in pipe.execute()]
+            lines = errors[:_MAX_ERRORS]
+            keys += self._keys(job_id)
+            args += [batch, stored, rejected, len(lines), *lines]
+        return [bool(added) for added in self._done(keys=keys, args=args)]
 
     def batch_failed(self, job_id: str, batch: int, reason: str) -> None:
         """Record a batch that failed for good (unless it was stored on an earlier delivery)."""

@@ -78,7 +78,7 @@ def test_the_metrics_of_a_worker_node_move_with_its_work(stack: Stack) -> None:
         done.set()
         watcher.join()
     assert max(depths) >= 10, depths
-    assert depths[-1] == 0
+    # (the last scrape may have begun before the job finished: the one below is after it)
 
     after = scrape(port)
     batches = status.total_batches

@@ -16,7 +16,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,7 +30,7 @@ from config.settings import Settings
 if TYPE_CHECKING:
     from worker.batch import BatchOutcome
 
-__all__ = ["Exporter", "record_batch", "record_dead_letter", "record_failure", "record_retry"]
+__all__ = ["Exporter", "record_batches", "record_dead_letter", "record_failure", "record_retry"]
 
 log = logging.getLogger(__name__)
 
@@ -73,17 +73,26 @@ class _Pipeline:
 _pipeline: _Pipeline | None = None
 
 
-def record_batch(model: str, outcome: BatchOutcome, seconds: float) -> None:
+def record_batches(model: str, outcomes: Sequence[BatchOutcome], seconds: float) -> None:
+    """Batches embedded together (one encode, one upsert): counters move once by their sums."""
     if _pipeline is None:
         return
-    _pipeline.texts_stored.labels(model).inc(outcome.stored)
-    _pipeline.texts_rejected.labels(model).inc(len(outcome.rejected))
-    _pipeline.batches.labels("partial" if outcome.rejected else "ok").inc()
-    if outcome.encode_seconds:
-        _pipeline.encode.labels(model).observe(outcome.encode_seconds)
-    if outcome.upsert_seconds:
-        _pipeline.upsert.labels(model).observe(outcome.upsert_seconds)
-    _pipeline.batch.labels(model).observe(seconds)
+    p = _pipeline
+    p.texts_stored.labels(model).inc(sum(o.stored for o in outcomes))
+    p.texts_rejected.labels(model).inc(sum(len(o.rejected) for o in outcomes))
+    partial = sum(1 for o in outcomes if o.rejected)
+    if partial:
+        p.batches.labels("partial").inc(partial)
+    if len(outcomes) > partial:
+        p.batches.labels("ok").inc(len(outcomes) - partial)
+    for outcome in outcomes:
+        if outcome.encode_seconds:
+            p.encode.labels(model).observe(outcome.encode_seconds)
+        if outcome.upsert_seconds:
+            p.upsert.labels(model).observe(outcome.upsert_seconds)
+    batch = p.batch.labels(model)
+    for _ in outcomes:
+        batch.observe(seconds)
 
 
 def record_retry() -> None:

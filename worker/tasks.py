@@ -98,19 +98,26 @@ def register_tasks(app: Celery, settings: Settings) -> None:
             # The rows are stored; a retry rewrites them (idempotent) and counts the batches.
             raise BrokerUnavailableError(f"could not record progress: {exc}") from exc
 
-    def report(message: BatchMessage, outcome: BatchOutcome, seconds: float, group: int) -> None:
-        metrics.record_batch(message.model, outcome, seconds)
-        fields = {
-            "job_id": message.job_id,
-            "batch": message.batch,
-            "texts": len(message.texts),
-            "stored": outcome.stored,
-            "rejected": len(outcome.rejected),
-            "seconds": round(seconds, 3),
-            "outcome": "partial" if outcome.rejected else "ok",
-            "coalesced": group,
-        }
-        log.info(" ".join(f"{k}={v}" for k, v in fields.items()), extra=fields)
+    def report(messages: list[BatchMessage], outcomes: list[BatchOutcome], seconds: float) -> None:
+        """Metrics for every batch, and a log line for the task's own batch (with the size
+        of its group); the batches taken with it are logged at DEBUG: a stream of one-text
+        jobs would otherwise write a line per text."""
+        metrics.record_batches(messages[0].model, outcomes, seconds)
+        for n, (message, outcome) in enumerate(zip(messages, outcomes, strict=True)):
+            level = logging.INFO if n == 0 else logging.DEBUG
+            if not log.isEnabledFor(level):
+                continue
+            fields = {
+                "job_id": message.job_id,
+                "batch": message.batch,
+                "texts": len(message.texts),
+                "stored": outcome.stored,
+                "rejected": len(outcome.rejected),
+                "seconds": round(seconds, 3),
+                "outcome": "partial" if outcome.rejected else "ok",
+                "coalesced": len(messages),
+            }
+            log.log(level, " ".join(f"{k}={v}" for k, v in fields.items()), extra=fields)
 
     def take_more(rt: runtime.Runtime, message: BatchMessage) -> list[Taken]:
         room = coalesce - len(message.texts)
@@ -151,7 +158,6 @@ def register_tasks(app: Celery, settings: Settings) -> None:
                     t.give_back()
                 pending, taken = [], []
                 outcomes = [embed_batch(message, encoder, rt.store, settings.batch)]
-            group = len(outcomes)
             seconds = time.perf_counter() - started
             messages = [message, *(t.batch for t in taken)]
             # Progress first, then the acknowledgements: a crash in between redelivers batches
@@ -160,8 +166,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
             if taken:
                 runtime.coalescer(app, settings).ack(*taken)
             pending = []
-            for each, outcome in zip(messages, outcomes, strict=True):
-                report(each, outcome, seconds, group)
+            report(messages, outcomes, seconds)
         finally:
             # Failed before their progress was recorded: another attempt will store them.
             for t in pending:
