@@ -41,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     sizes.add_argument("--short", type=int, help=f"short sentences ({FULL['short']})")
     sizes.add_argument("--passages", type=int, help=f"~300-token passages ({FULL['passages']})")
     sizes.add_argument("--small-jobs", type=int, help=f"one-text jobs ({FULL['small_jobs']})")
+    sizes.add_argument(
+        "--queued-jobs", type=int, help=f"one-text jobs in the backlog ({FULL['queued_jobs']})"
+    )
     sizes.add_argument("--batch-sizes", type=_ints, help="EMBEDQ_BATCH__SIZE values (256,1024)")
     sizes.add_argument("--workers", type=_ints, help="worker process counts (1,2)")
     sizes.add_argument(
@@ -79,6 +82,7 @@ def _plan(args: argparse.Namespace) -> Plan:
         short=size("short"),
         passages=size("passages"),
         small_jobs=size("small_jobs"),
+        queued_jobs=size("queued_jobs"),
         batch_sizes=sizes("batch_sizes"),
         workers=sizes("workers"),
         memory_sizes=(memory[0], memory[1]),

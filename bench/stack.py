@@ -191,6 +191,23 @@ class Stack:
         pattern = re.compile(rb"job_id=" + job_id.encode() + rb"\b.*?\bseconds=([0-9.]+)")
         return [float(m.group(1)) for m in pattern.finditer(self.pool.output())]
 
+    def first_batch_started(self, since: int) -> float | None:
+        """When (epoch seconds) the first batch logged after byte ``since`` of the pool's
+        output began: its line's time minus its ``seconds``. Celery stamps lines in local time
+        to the millisecond."""
+        if self.pool is None:
+            return None
+        line = re.compile(
+            rb"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}).*?\bseconds=([0-9.]+)", re.M
+        )
+        starts = [
+            time.mktime(time.strptime(m.group(1).decode(), "%Y-%m-%d %H:%M:%S"))
+            + int(m.group(2)) / 1000
+            - float(m.group(3))
+            for m in line.finditer(self.pool.output()[since:])
+        ]
+        return min(starts, default=None)
+
     def stop_workers(self) -> None:
         if self.pool is not None:
             self.pool.stop(timeout=60)

@@ -16,7 +16,14 @@ from typing import Any
 from bench import corpus as corpora
 from bench.corpus import Corpus
 from bench.machine import machine, versions
-from bench.measure import embedq_ingest, raw_encode, raw_upsert, seed_path, small_jobs
+from bench.measure import (
+    embedq_ingest,
+    queued_small_jobs,
+    raw_encode,
+    raw_upsert,
+    seed_path,
+    small_jobs,
+)
 from bench.memory import dir_size, ingest_peak_rss, pool_memory
 from bench.plan import Plan
 from bench.stack import Stack
@@ -78,8 +85,11 @@ def run(plan: Plan, say: Say, keep: bool = False) -> dict[str, Any]:
     say(f"generating corpora ({plan.short} short, {plan.passages} passages)")
     short = corpora.short_sentences(plan.short)
     long = corpora.passages(plan.passages)
-    singles = corpora.short_sentences(2 * plan.small_jobs, seed=4)
+    singles = corpora.short_sentences(2 * plan.small_jobs + plan.queued_jobs, seed=4)
     singles = Corpus("small", singles.texts, [f"j{i:08d}" for i in range(len(singles))])
+    backlog = Corpus(
+        "small", singles.texts[2 * plan.small_jobs :], singles.ids[2 * plan.small_jobs :]
+    )
     results["corpora"] = {
         c.name: c.describe(_token_counts(static, c.texts)) for c in (short, long, singles)
     }
@@ -127,22 +137,28 @@ def run(plan: Plan, say: Say, keep: bool = False) -> dict[str, Any]:
                 if workers == max(plan.workers):
                     say(f"small jobs: {plan.small_jobs} one at a time, then {plan.small_jobs}")
                     jobs = small_jobs(stack, "small_jobs", info, singles, workers, plan.small_jobs)
-                    results["small_jobs"] = jobs.to_json()
+                    say(f"small jobs: a backlog of {plan.queued_jobs}, drained")
+                    queued = queued_small_jobs(
+                        stack, "queued_jobs", info, backlog, plan.queued_jobs
+                    )
+                    results["small_jobs"] = jobs.to_json() | {"queued": queued.to_json()}
                 pools[str(workers)] = {
                     "after_load": after_load.to_json(),
                     "after_first_batch": after_warm_up.to_json(),
                     "after_run": pool_memory(pool.pid).to_json(),
                 }
                 stack.stop_workers()
-            # Diagnostic, not embedq's result: the same ingest without the flush that makes
-            # each batch crash-safe on Milvus Lite before it is acknowledged, to show its price.
+            # Diagnostic, not embedq's result: the same ingest with a flush after each batch,
+            # what workers do against a plain Milvus Lite server (EMBEDQ_MILVUS__FLUSH=auto
+            # there), whose unflushed writes a crash can lose; embedq's own Lite server needs
+            # none (worker/lite_server.py).
             most, biggest = max(plan.workers), max(plan.batch_sizes)
-            say(f"diagnostic: short, {most} worker(s), batch {biggest}, no flush")
-            stack.start_workers(most, EMBEDQ_MILVUS__FLUSH="never")
-            stack.warm_up("warmup_noflush", info, batches=2 * most)
-            unflushed = embedq_ingest(stack, "embedq_noflush", info, short, most, biggest)
+            say(f"diagnostic: short, {most} worker(s), batch {biggest}, flush after each batch")
+            stack.start_workers(most, EMBEDQ_MILVUS__FLUSH="always")
+            stack.warm_up("warmup_flush", info, batches=2 * most)
+            flushed = embedq_ingest(stack, "embedq_flush", info, short, most, biggest)
             stack.stop_workers()
-            results["embedq"] = {"runs": runs, "without_flush": unflushed.to_json()}
+            results["embedq"] = {"runs": runs, "with_flush": flushed.to_json()}
 
             producer: dict[str, Any] = {}
             for label, count in zip(("small", "large"), plan.memory_sizes, strict=True):

@@ -71,13 +71,15 @@ def test_quick_benchmark_writes_every_figure(tmp_path: Path) -> None:
         for b in plan["batch_sizes"]
     }
     assert len(plan["batch_sizes"]) >= 2 and {1, 2} <= set(plan["workers"])
-    for r in [*runs, results["embedq"]["without_flush"]]:
+    for r in [*runs, results["embedq"]["with_flush"]]:
         assert r["verified"] and r["stored"] == r["texts"] and r["texts_per_s"] > 0
 
     # ... one-text jobs, memory and ratios
     jobs = results["small_jobs"]
     assert jobs["verified"] and jobs["jobs"] == plan["small_jobs"]
     assert {"p50", "p95"} <= jobs["latency_ms"].keys() and jobs["stream"]["texts_per_s"] > 0
+    queued = jobs["queued"]
+    assert queued["verified"] and queued["texts"] == plan["queued_jobs"] > 0
     memory = results["memory"]
     for workers in plan["workers"]:
         pool = memory["worker_pools"][str(workers)]
