@@ -148,6 +148,17 @@ def run(plan: Plan, say: Say, keep: bool = False) -> dict[str, Any]:
                     "after_run": pool_memory(pool.pid).to_json(),
                 }
                 stack.stop_workers()
+            # For the scaling target: one process tokenizing on one thread, as each process
+            # of a larger pool does (worker/application.py), on the encode-bound corpus.
+            lone = min(plan.workers)
+            say(f"scaling: passages, {lone} worker process(es) tokenizing on one thread")
+            stack.start_workers(lone, TOKENIZERS_PARALLELISM="false")
+            stack.warm_up("warmup_one_thread", info, batches=2 * lone)
+            one_thread = [
+                embedq_ingest(stack, f"embedq_one_thread_b{b}", info, long, lone, b).to_json()
+                for b in plan.batch_sizes
+            ]
+            stack.stop_workers()
             # Diagnostic, not embedq's result: the same ingest with a flush after each batch,
             # what workers do against a plain Milvus Lite server (EMBEDQ_MILVUS__FLUSH=auto
             # there), whose unflushed writes a crash can lose; embedq's own Lite server needs
@@ -158,7 +169,11 @@ def run(plan: Plan, say: Say, keep: bool = False) -> dict[str, Any]:
             stack.warm_up("warmup_flush", info, batches=2 * most)
             flushed = embedq_ingest(stack, "embedq_flush", info, short, most, biggest)
             stack.stop_workers()
-            results["embedq"] = {"runs": runs, "with_flush": flushed.to_json()}
+            results["embedq"] = {
+                "runs": runs,
+                "one_thread": one_thread,
+                "with_flush": flushed.to_json(),
+            }
 
             producer: dict[str, Any] = {}
             for label, count in zip(("small", "large"), plan.memory_sizes, strict=True):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 
 from config.contract import BatchMessage, SearchMessage, derive_id
-from config.errors import ModelMismatchError
+from config.errors import ModelMismatchError, StoreUnavailableError
 from config.settings import BatchSettings
 from tests.fakes import HashEncoder
 from worker.batch import embed_batch, embed_batches, search
@@ -176,3 +177,51 @@ def test_a_coalesced_group_for_another_model_is_refused_before_anything_is_store
             LIMITS,
         )
     assert store.count("c") == 0
+
+
+def test_a_large_group_is_written_in_order_while_the_next_chunk_encodes() -> None:
+    events: list[str] = []
+
+    class LoggingEncoder(HashEncoder):
+        def encode(self, texts: Any) -> Any:
+            events.append(f"encode {len(texts)}")
+            return super().encode(texts)
+
+    class SlowStore(InMemoryStore):
+        def upsert(self, collection: str, rows: Any) -> int:
+            events.append(f"write start {rows.ids[0]}")
+            time.sleep(0.05)  # the network and the server
+            events.append("write end")
+            return super().upsert(collection, rows)
+
+    store = SlowStore()
+    first = message(texts=[f"text {i}" for i in range(150)], ids=[str(i) for i in range(150)])
+    # a later message of the group writes id 0 again: it must win, as it would in turn
+    later = message(
+        texts=[f"text {i}" for i in range(150, 300)], ids=[str(i) for i in range(150, 299)] + ["0"]
+    )
+    outcomes = embed_batches([first, later], LoggingEncoder(), store, LIMITS)
+    assert [o.stored for o in outcomes] == [150, 150] and store.count("c") == 299
+    assert store.rows["c"]["0"][1] == "text 299"
+    assert [e for e in events if e.startswith("encode")] == ["encode 75"] * 4
+    starts = [e for e in events if e.startswith("write start")]
+    assert starts == ["write start 0", "write start 75", "write start 150", "write start 225"]
+    # the second chunk was encoded while the first was being written
+    assert events.index("encode 75", 1) < events.index("write end")
+
+
+def test_a_failed_chunk_write_fails_the_group_and_nothing_after_it_is_written() -> None:
+    class FailingStore(InMemoryStore):
+        writes = 0
+
+        def upsert(self, collection: str, rows: Any) -> int:
+            self.writes += 1
+            if self.writes == 2:
+                raise StoreUnavailableError("Milvus went away")
+            return super().upsert(collection, rows)
+
+    store = FailingStore()
+    texts = [f"text {i}" for i in range(300)]
+    with pytest.raises(StoreUnavailableError):
+        embed_batch(message(texts=texts), HashEncoder(), store, LIMITS)
+    assert store.writes == 2 and store.count("c") == 75  # retried whole: upserts are idempotent

@@ -71,7 +71,9 @@ def test_quick_benchmark_writes_every_figure(tmp_path: Path) -> None:
         for b in plan["batch_sizes"]
     }
     assert len(plan["batch_sizes"]) >= 2 and {1, 2} <= set(plan["workers"])
-    for r in [*runs, results["embedq"]["with_flush"]]:
+    one_thread = results["embedq"]["one_thread"]
+    assert {(r["corpus"], r["workers"]) for r in one_thread} == {("passages", 1)}
+    for r in [*runs, *one_thread, results["embedq"]["with_flush"]]:
         assert r["verified"] and r["stored"] == r["texts"] and r["texts_per_s"] > 0
 
     # ... one-text jobs, memory and ratios

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from celery import Celery, signals
@@ -37,7 +38,12 @@ def create_app(settings: Settings) -> Celery:
         selected = app.amqp.queues.consume_from or app.amqp.queues
         return [*served_queues(settings), *selected]
 
-    def start_node(**_: Any) -> None:
+    def start_node(sender: Any = None, **_: Any) -> None:
+        # A pool of several processes is one process per core: tokenizers' own threads in
+        # each would only fight the other processes for the cores (measured: no faster, less
+        # even). A single process may use them. An explicit TOKENIZERS_PARALLELISM wins.
+        if (getattr(sender, "concurrency", None) or os.cpu_count() or 1) > 1:
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         # Before forking: a model that cannot load must stop the worker at start-up, not
         # fail every batch. SystemExit, because Celery logs and ignores signal exceptions.
         try:

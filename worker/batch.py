@@ -3,8 +3,10 @@ good ones, upsert them. Unit-tested with fakes of the encoder and the store."""
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,10 +106,14 @@ def embed_batch(
 def embed_batches(
     messages: Sequence[BatchMessage], encoder: Encoder, store: VectorStore, limits: BatchSettings
 ) -> list[BatchOutcome]:
-    """Store every valid item of several messages with one encode call and one upsert per
-    collection (small batches coalesced by the worker); one outcome per message, in order.
-    An invalid item is rejected on its own; a store error fails them all (nothing is
-    acknowledged, so every message is retried)."""
+    """Store every valid item of several messages (small batches coalesced by the worker) with
+    few encode and upsert calls; one outcome per message, in order. An invalid item is
+    rejected on its own; a store error fails them all (nothing is acknowledged, so every
+    message is retried).
+
+    The texts go in chunks: while one chunk is written to Milvus (on a thread, waiting on the
+    network and the server), the next is encoded. Writes stay in order, one at a time, so a
+    later row of an id still wins as it would in turn."""
     for message in messages:
         _check_model(message.model, encoder)
     checked = [_check(message, limits) for message in messages]
@@ -115,43 +121,94 @@ def embed_batches(
     keys = [(m, key) for m, c in enumerate(checked) for key in c.rows]
     if not keys:
         return [c.outcome for c in checked]
-    started = time.perf_counter()
-    vectors = encoder.encode([checked[m].rows[key][0] for m, key in keys])
-    encode_seconds = time.perf_counter() - started
+    size = max(_MIN_CHUNK, -(-len(keys) // _CHUNKS))
+    parts = [keys[i : i + size] for i in range(0, len(keys), size)]
+    encode_seconds = upsert_seconds = 0.0
+    with contextlib.ExitStack() as resources:
+        writer = (
+            resources.enter_context(ThreadPoolExecutor(1, thread_name_prefix="embedq-write"))
+            if len(parts) > 1
+            else None
+        )
+        writing: Future[tuple[float, list[int]]] | None = None
+        for part in parts:
+            started = time.perf_counter()
+            vectors = encoder.encode([checked[m].rows[key][0] for m, key in part])
+            encode_seconds += time.perf_counter() - started
+            write = _prepare_write(part, vectors, checked, store, encoder)
+            if writing is not None:
+                upsert_seconds += _count_stored(writing.result(), checked)
+            writing = writer.submit(write) if writer is not None else _done(write())
+        if writing is not None:
+            upsert_seconds += _count_stored(writing.result(), checked)
+    first = checked[0].outcome
+    first.encode_seconds, first.upsert_seconds = encode_seconds, upsert_seconds
+    return [c.outcome for c in checked]
+
+
+#: Texts are encoded and written in up to this many chunks, of at least _MIN_CHUNK texts.
+_CHUNKS, _MIN_CHUNK = 4, 64
+
+
+def _prepare_write(
+    part: list[tuple[int, str]],
+    vectors: np.ndarray[Any, Any],
+    checked: list[_Checked],
+    store: VectorStore,
+    encoder: Encoder,
+) -> Callable[[], tuple[float, list[int]]]:
+    """Reject the texts of ``part`` that encoded to nothing, and return the write of the rest:
+    it returns its seconds and the messages (by index) of the rows it stored, one per row."""
     # A text made only of tokens the model does not know encodes to zeros, which no cosine
     # search can rank: reject it rather than store a vector that matches nothing.
     known = np.any(vectors != 0, axis=1)
     for unknown in np.flatnonzero(~known).tolist():
-        m, key = keys[unknown]
+        m, key = part[unknown]
         checked[m].outcome.rejected[checked[m].position[key]] = (
             "the model knows none of this text's tokens (it would embed to a zero vector)"
         )
     by_collection: dict[str, list[int]] = {}
     for good in np.flatnonzero(known).tolist():
-        by_collection.setdefault(messages[keys[good][0]].collection, []).append(good)
-    started = time.perf_counter()
-    for collection, picks in by_collection.items():
+        by_collection.setdefault(checked[part[good][0]].message.collection, []).append(good)
+    for collection in by_collection:
         store.prepare(collection, encoder.info)
-        # Rows of one collection from different messages may share an id (the same text
-        # without ids): upsert each id once, the last one winning as it would in turn.
-        last = {keys[j][1]: j for j in picks}
-        chosen = list(last.values())
-        rows = [checked[keys[j][0]].rows[keys[j][1]] for j in chosen]
-        store.upsert(
-            collection,
-            Rows(
-                ids=[keys[j][1] for j in chosen],
-                texts=[text for text, _ in rows],
-                metadata=[meta for _, meta in rows],
-                vectors=np.ascontiguousarray(vectors[chosen]),
-            ),
-        )
-        for pick in picks:
-            checked[keys[pick][0]].outcome.stored += 1
-    upsert_seconds = time.perf_counter() - started
-    first = checked[0].outcome
-    first.encode_seconds, first.upsert_seconds = encode_seconds, upsert_seconds
-    return [c.outcome for c in checked]
+
+    def write() -> tuple[float, list[int]]:
+        started = time.perf_counter()
+        stored: list[int] = []
+        for collection, picks in by_collection.items():
+            # Rows of one collection from different messages may share an id (the same text
+            # without ids): upsert each id once, the last one winning as it would in turn.
+            last = {part[j][1]: j for j in picks}
+            chosen = list(last.values())
+            rows = [checked[part[j][0]].rows[part[j][1]] for j in chosen]
+            store.upsert(
+                collection,
+                Rows(
+                    ids=[part[j][1] for j in chosen],
+                    texts=[text for text, _ in rows],
+                    metadata=[meta for _, meta in rows],
+                    vectors=np.ascontiguousarray(vectors[chosen]),
+                ),
+            )
+            stored += [part[j][0] for j in picks]
+        return time.perf_counter() - started, stored
+
+    return write
+
+
+def _done(result: tuple[float, list[int]]) -> Future[tuple[float, list[int]]]:
+    future: Future[tuple[float, list[int]]] = Future()
+    future.set_result(result)
+    return future
+
+
+def _count_stored(result: tuple[float, list[int]], checked: list[_Checked]) -> float:
+    """Count a finished write's rows in their messages' outcomes; returns its seconds."""
+    seconds, stored = result
+    for m in stored:
+        checked[m].outcome.stored += 1
+    return seconds
 
 
 def search(message: SearchMessage, encoder: Encoder, store: VectorStore) -> list[Hit]:
