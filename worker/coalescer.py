@@ -56,7 +56,7 @@ for i = 1, #KEYS - 2 do
         or type(delivery) ~= 'table' or type(tag) ~= 'string' then
       return out
     end
-    local texts = tonumber(headers['embedq_texts']) or 1
+    local texts = math.max(1, tonumber(headers['embedq_texts']) or 1)
     if texts > room then return out end
     redis.call('RPOP', KEYS[i])
     redis.call('ZADD', index, ARGV[1], tag)
