@@ -25,7 +25,7 @@ from tests.conftest import (
     queue_raw_batch,
     unique,
 )
-from worker.services import Service
+from worker.services import Service, child_pids
 
 pytestmark = pytest.mark.integration
 
@@ -202,3 +202,16 @@ def test_worker_with_a_model_that_cannot_load_refuses_to_start(
         )
         assert result.returncode != 0
         assert "EMBEDQ_MODEL__SOURCE" in result.stderr and fragment in result.stderr
+
+
+def test_worker_processes_do_not_load_pyarrow(worker: Service, settings: Settings) -> None:
+    # pandas (imported by pymilvus) would load pyarrow, ~40 MB per process the worker never
+    # uses; a batch stored proves the processes still do their work without it.
+    with EmbeddingProducer(settings) as producer:
+        job = producer.submit(["memory check"], collection=unique("mem"))
+    assert job.wait(timeout=60).texts_stored == 1
+    processes = [worker.pid, *child_pids(worker.pid)]
+    assert len(processes) == 3
+    for pid in processes:
+        maps = Path(f"/proc/{pid}/maps").read_text()
+        assert "libarrow" not in maps and "pyarrow" not in maps, pid

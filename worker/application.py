@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import os
+import sys
+from collections.abc import Callable
 from typing import Any
 
 from celery import Celery, signals
@@ -52,8 +56,12 @@ def create_app(settings: Settings) -> Celery:
         except (ConfigError, ModelLoadError) as exc:
             log.critical("%s", exc)
             raise SystemExit(f"embedq worker: {exc}") from None
+        # pymilvus imports pandas, and pandas imports pyarrow whenever it is installed (Milvus
+        # Lite needs it): ~40 MB in every worker process, which never uses it. Blocked here,
+        # in the worker only.
+        sys.modules.setdefault("pyarrow", None)  # type: ignore[arg-type]
         # Imported once before the pool forks: the pool processes share these pages (pymilvus
-        # alone brings pandas and pyarrow, ~90 MB) and their first batch does not wait for it.
+        # brings pandas, ~50 MB) and their first batch does not wait for it.
         import model2vec  # noqa: F401
         import pymilvus  # noqa: F401
 
@@ -90,5 +98,22 @@ def create_app(settings: Settings) -> Celery:
     signals.worker_process_shutdown.connect(close_resources, weak=False)
     signals.worker_shutdown.connect(stop_node, weak=False)
     signals.task_failure.connect(on_failure, weak=False)
+    signals.task_postrun.connect(_give_back_freed_memory(), weak=False)
     signals.task_retry.connect(lambda **_: metrics.record_retry(), weak=False)
     return app
+
+
+def _give_back_freed_memory() -> Callable[..., None]:
+    """A task_postrun receiver that returns the heap a batch freed to the system (glibc's
+    ``malloc_trim``): a batch of long texts allocates tens of MB of token lists and request
+    buffers, which glibc would otherwise keep in the process (measured: 19 MB less RSS after a
+    run of passages). A no-op where the C library has no ``malloc_trim``."""
+    try:
+        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return lambda **_: None
+
+    def release(**_: Any) -> None:
+        trim(0)
+
+    return release
