@@ -8,10 +8,12 @@ and every stored count is checked with a Strong ``count(*)`` query after it stop
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -139,6 +141,19 @@ def seed_path(
     return Throughput(len(corpus), seconds, stack.count(collection))
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a live process (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu(parts: dict[str, list[int]]) -> dict[str, float]:
+    return {name: sum(_cpu_seconds(pid) for pid in pids) for name, pids in parts.items()}
+
+
 @dataclass(frozen=True)
 class EmbedqRun:
     corpus: str
@@ -150,6 +165,9 @@ class EmbedqRun:
     batches: int
     #: Seconds per batch inside the workers (from their log), for finding where time goes.
     worker_batch_seconds: list[float]
+    #: CPU seconds each part of the stack spent during the run (producer, workers, Milvus
+    #: Lite, Redis): what the run costs the machine, whatever the wall clock says.
+    cpu_seconds: dict[str, float]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -160,6 +178,8 @@ class EmbedqRun:
             "submit_seconds": round(self.submit_seconds, 4),
             **self.result.to_json(),
             "worker_batch_seconds": _summary(self.worker_batch_seconds),
+            "cpu_seconds": {k: round(v, 2) for k, v in self.cpu_seconds.items()},
+            "cpu_ms_per_text": round(sum(self.cpu_seconds.values()) * 1000 / self.result.texts, 3),
         }
 
 
@@ -170,12 +190,15 @@ def embedq_ingest(
     (workers record a batch only after its rows are upserted, and flushed on Milvus Lite)."""
     stack.create_collection(collection, info)
     timeout = max(300.0, len(corpus) / 20)
+    parts = stack.processes()
     with EmbeddingProducer(stack.settings(batch_size=batch_size)) as producer:
+        before = _cpu(parts)
         started = time.perf_counter()
         job = producer.submit(corpus.texts, ids=corpus.ids, collection=collection)
         submitted = time.perf_counter()
         status = job.wait(timeout=timeout, poll=0.02)
         seconds = time.perf_counter() - started
+        after = _cpu(parts)
     return EmbedqRun(
         corpus=corpus.name,
         workers=workers,
@@ -184,6 +207,7 @@ def embedq_ingest(
         submit_seconds=submitted - started,
         batches=status.total_batches or 0,
         worker_batch_seconds=stack.batch_seconds(job.id),
+        cpu_seconds={name: after[name] - before[name] for name in parts},
     )
 
 

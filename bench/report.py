@@ -239,10 +239,12 @@ def _row(corpus: str, path: str, t: dict[str, Any], seed: float, limit: float) -
     ok = "" if t.get("stored") is None else ("yes" if t["verified"] else "NO")
     batch = t.get("worker_batch_seconds") or {}
     in_worker = f"{batch['p50'] * 1000:.0f} / {batch['p95'] * 1000:.0f}" if batch else ""
+    cpu = t.get("cpu_ms_per_text")
     return (
         f"{corpus:<9} {path:<26} {t['texts']:>7} {t['seconds']:>9.3f} "
         f"{t['texts_per_s']:>10,.1f} {_fmt(_ratio(t['texts_per_s'], seed), '.2f'):>7} "
-        f"{_fmt(_ratio(t['texts_per_s'], limit), '.2f'):>8} {ok:>3} {in_worker:>16}"
+        f"{_fmt(_ratio(t['texts_per_s'], limit), '.2f'):>8} {ok:>3} {in_worker:>16} "
+        f"{'' if cpu is None else format(cpu, '.3f'):>11}"
     )
 
 
@@ -264,7 +266,7 @@ def table(results: dict[str, Any]) -> str:
             f"{c.get('mean_tokens')} tokens on average"
         )
     head = f"{'corpus':<9} {'path':<26} {'texts':>7} {'seconds':>9} {'texts/s':>10} "
-    head += f"{'x seed':>7} {'x limit':>8} {'ok':>3} {'batch p50/p95 ms':>16}"
+    head += f"{'x seed':>7} {'x limit':>8} {'ok':>3} {'batch p50/p95 ms':>16} {'cpu ms/text':>11}"
     lines += ["", head, "-" * len(head)]
     for corpus in CORPORA:
         lim, seed = results["limit"][corpus], results["seed_path"][corpus]

@@ -158,6 +158,16 @@ class Stack:
             time.sleep(0.1)
         return pool
 
+    def processes(self) -> dict[str, list[int]]:
+        """The pids of each part of the stack, for CPU accounting: this process (the producer),
+        the worker pool (parent and children), Milvus Lite and Redis."""
+        found: dict[str, list[int]] = {"producer": [os.getpid()]}
+        if self.pool is not None:
+            found["workers"] = [self.pool.pid, *child_pids(self.pool.pid)]
+        for service in self._services:
+            found[service.name] = [service.pid]
+        return found
+
     def consume(self, on: bool) -> None:
         """Stop (``on=False``) or resume the pool's consumption of its embed queue (Celery's
         remote control), so that a backlog can be queued before the workers see any of it."""

@@ -74,6 +74,7 @@ def test_quick_benchmark_writes_every_figure(tmp_path: Path) -> None:
     one_thread = results["embedq"]["one_thread"]
     assert {(r["corpus"], r["workers"]) for r in one_thread} == {("passages", 1)}
     for r in [*runs, *one_thread, results["embedq"]["with_flush"]]:
+        assert r["cpu_ms_per_text"] > 0 and r["cpu_seconds"]["workers"] > 0
         assert r["verified"] and r["stored"] == r["texts"] and r["texts_per_s"] > 0
 
     # ... one-text jobs, memory and ratios
