@@ -52,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     sizes.add_argument(
         "--client-batch", type=int, help="rows per call of the seed path and raw upsert (1000)"
     )
+    sizes.add_argument(
+        "--repeats", type=int, help="measurements of each throughput, fastest kept (2)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary data and logs")
     return parser
 
@@ -87,6 +90,7 @@ def _plan(args: argparse.Namespace) -> Plan:
         workers=sizes("workers"),
         memory_sizes=(memory[0], memory[1]),
         client_batch=size("client_batch"),
+        repeats=max(1, size("repeats")),
     )
 
 

@@ -33,6 +33,10 @@ class Plan:
     memory_sizes: tuple[int, int]
     #: Rows per encode/insert call of the seed path and per upsert of the raw-upsert limit.
     client_batch: int
+    #: Each throughput (limits, seed path, embedq runs, the backlog) is measured this many
+    #: times and the fastest kept, the same for every path: noise on a shared machine only
+    #: ever adds time.
+    repeats: int
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -40,7 +44,7 @@ class Plan:
         return data
 
 
-#: About 5 minutes on 2 cores. Pass --batch-sizes 64,256,1024 to see smaller batches too.
+#: About 8 minutes on 2 cores. Pass --batch-sizes 64,256,1024 to see smaller batches too.
 FULL: dict[str, Any] = {
     "short": 50_000,
     "passages": 5_000,
@@ -50,6 +54,7 @@ FULL: dict[str, Any] = {
     "workers": (1, 2),
     "memory_sizes": (10_000, 1_000_000),
     "client_batch": 1_000,
+    "repeats": 2,
 }
 
 #: Tiny: checks that every part runs (its figures say little).
@@ -62,4 +67,5 @@ QUICK: dict[str, Any] = {
     "workers": (1, 2),
     "memory_sizes": (1_000, 10_000),
     "client_batch": 500,
+    "repeats": 1,
 }

@@ -103,9 +103,19 @@ def run(plan: Plan, say: Say, keep: bool = False) -> dict[str, Any]:
             seed: dict[str, Any] = {}
             for c in texts:
                 say(f"limit: raw encode + raw upsert, {c.name}")
-                encoded, vectors = raw_encode(static, c, settings.max_length)
-                upserted, flush_s = raw_upsert(
-                    stack, f"limit_{c.name}", info, c, vectors, plan.client_batch
+                n = plan.repeats
+                encoded, vectors = max(
+                    (raw_encode(static, c, settings.max_length) for _ in range(n)),
+                    key=lambda r: r[0].per_s,
+                )
+                upserted, flush_s = max(
+                    (
+                        raw_upsert(
+                            stack, f"limit_{c.name}_{i}", info, c, vectors, plan.client_batch
+                        )
+                        for i in range(n)
+                    ),
+                    key=lambda r: r[0].per_s,
                 )
                 bound = min(encoded.per_s, upserted.per_s)
                 limit[c.name] = {
@@ -116,7 +126,13 @@ def run(plan: Plan, say: Say, keep: bool = False) -> dict[str, Any]:
                     "bound_by": "encode" if encoded.per_s <= upserted.per_s else "upsert",
                 }
                 say(f"seed path: encode + insert serially, {c.name}")
-                seeded = seed_path(stack, f"seed_{c.name}", info, static, c, plan.client_batch)
+                seeded = max(
+                    (
+                        seed_path(stack, f"seed_{c.name}_{i}", info, static, c, plan.client_batch)
+                        for i in range(n)
+                    ),
+                    key=lambda r: r.per_s,
+                )
                 seed[c.name] = seeded.to_json() | {"batch": plan.client_batch}
             results["limit"], results["seed_path"] = limit, seed
 
@@ -132,14 +148,27 @@ def run(plan: Plan, say: Say, keep: bool = False) -> dict[str, Any]:
                     for batch in plan.batch_sizes:
                         name = f"embedq_{c.name}_w{workers}_b{batch}"
                         say(f"embedq: {c.name}, {workers} worker(s), batch {batch}")
-                        runs.append(embedq_ingest(stack, name, info, c, workers, batch).to_json())
+                        run = max(
+                            (
+                                embedq_ingest(stack, f"{name}_{i}", info, c, workers, batch)
+                                for i in range(plan.repeats)
+                            ),
+                            key=lambda r: r.result.per_s,
+                        )
+                        runs.append(run.to_json())
                         say(f"  {runs[-1]['texts_per_s']} texts/s")
                 if workers == max(plan.workers):
                     say(f"small jobs: {plan.small_jobs} one at a time, then {plan.small_jobs}")
                     jobs = small_jobs(stack, "small_jobs", info, singles, workers, plan.small_jobs)
                     say(f"small jobs: a backlog of {plan.queued_jobs}, drained")
-                    queued = queued_small_jobs(
-                        stack, "queued_jobs", info, backlog, plan.queued_jobs
+                    queued = max(
+                        (
+                            queued_small_jobs(
+                                stack, f"queued_jobs_{i}", info, backlog, plan.queued_jobs
+                            )
+                            for i in range(plan.repeats)
+                        ),
+                        key=lambda r: r.per_s,
                     )
                     results["small_jobs"] = jobs.to_json() | {"queued": queued.to_json()}
                 pools[str(workers)] = {
@@ -155,7 +184,13 @@ def run(plan: Plan, say: Say, keep: bool = False) -> dict[str, Any]:
             stack.start_workers(lone, TOKENIZERS_PARALLELISM="false")
             stack.warm_up("warmup_one_thread", info, batches=2 * lone)
             one_thread = [
-                embedq_ingest(stack, f"embedq_one_thread_b{b}", info, long, lone, b).to_json()
+                max(
+                    (
+                        embedq_ingest(stack, f"embedq_one_thread_b{b}_{i}", info, long, lone, b)
+                        for i in range(plan.repeats)
+                    ),
+                    key=lambda r: r.result.per_s,
+                ).to_json()
                 for b in plan.batch_sizes
             ]
             stack.stop_workers()
