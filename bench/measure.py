@@ -8,18 +8,16 @@ and every stored count is checked with a Strong ``count(*)`` query after it stop
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bench.corpus import Corpus
-from bench.stack import Stack
+from bench.stack import Stack, cpu_seconds
 from producer import EmbeddingProducer
 from worker.encoder import ModelInfo, Vectors
 
@@ -141,17 +139,8 @@ def seed_path(
     return Throughput(len(corpus), seconds, stack.count(collection))
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a live process (0 once it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _cpu(parts: dict[str, list[int]]) -> dict[str, float]:
-    return {name: sum(_cpu_seconds(pid) for pid in pids) for name, pids in parts.items()}
+    return {name: sum(cpu_seconds(pid) for pid in pids) for name, pids in parts.items()}
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,16 @@ from worker.services import (
     worker_command,
 )
 
-__all__ = ["Stack"]
+__all__ = ["Stack", "cpu_seconds"]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a live process (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Stack:
@@ -231,12 +240,15 @@ class Stack:
         return MilvusClient(uri=self.milvus_uri, timeout=60)
 
     def create_collection(self, collection: str, model: ModelInfo) -> None:
-        """A fresh collection with embedq's own schema, index and model binding, created the
-        way a worker creates it (so every path writes into the same kind of collection)."""
+        """A fresh collection with embedq's schema, index and model binding, created the way a
+        worker creates it (so every path writes into the same kind of collection), on a
+        quiet stack: the collections of earlier measurements are dropped first, and the
+        background work they left (Milvus Lite compacts and indexes after large writes) is
+        waited out, so that no path pays for the one before it."""
         client = self.client()
         try:
-            if client.has_collection(collection):
-                client.drop_collection(collection)
+            for old in client.list_collections():
+                client.drop_collection(old)
         finally:
             client.close()
         store = MilvusStore(self.settings().milvus)
@@ -244,6 +256,23 @@ class Stack:
             store.prepare(collection, model)
         finally:
             store.close()
+        self.settle()
+
+    def settle(self, quiet: float = 0.1, window: float = 0.5, timeout: float = 60.0) -> float:
+        """Wait until the stack's servers and workers together use under ``quiet`` of a core
+        over ``window`` seconds (at most ``timeout``); returns the seconds waited."""
+        pids = [
+            pid for name, group in self.processes().items() if name != "producer" for pid in group
+        ]
+        started = time.monotonic()
+        before = sum(cpu_seconds(pid) for pid in pids)
+        while time.monotonic() - started < timeout:
+            time.sleep(window)
+            now = sum(cpu_seconds(pid) for pid in pids)
+            if (now - before) / window < quiet:
+                break
+            before = now
+        return time.monotonic() - started
 
     def count(self, collection: str) -> int:
         """Rows in ``collection``, read with Strong consistency (every acknowledged write)."""

@@ -104,6 +104,7 @@ def run(plan: Plan, say: Say, keep: bool = False) -> dict[str, Any]:
             for c in texts:
                 say(f"limit: raw encode + raw upsert, {c.name}")
                 n = plan.repeats
+                stack.settle()
                 encoded, vectors = max(
                     (raw_encode(static, c, settings.max_length) for _ in range(n)),
                     key=lambda r: r[0].per_s,

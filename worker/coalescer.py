@@ -1,8 +1,8 @@
 """Dynamic batching: a small batch picks up the small batches waiting behind it in its queue.
 
-A stream of one-text jobs would otherwise cost one encode call, one upsert and (on Milvus Lite)
-one flush per text. The task Celery handed over takes more messages straight from its queue, up
-to a number of texts, and they are embedded together.
+A stream of one-text jobs would otherwise cost a task, an encode call and an upsert per text.
+The task Celery handed over takes more messages straight from its queue, up to a number of
+texts, and they are embedded together.
 
 Taking a message moves it, in one atomic step (a Lua script), from the queue into the broker's
 set of unacknowledged messages, in the layout kombu's Redis transport uses for its own
