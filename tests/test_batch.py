@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from typing import Any
 
@@ -225,3 +226,30 @@ def test_a_failed_chunk_write_fails_the_group_and_nothing_after_it_is_written() 
     with pytest.raises(StoreUnavailableError):
         embed_batch(message(texts=texts), HashEncoder(), store, LIMITS)
     assert store.writes == 2 and store.count("c") == 75  # retried whole: upserts are idempotent
+
+
+def test_a_time_limit_while_a_write_still_runs_is_a_transient_store_error() -> None:
+    # Celery's soft time limit is a signal whose handler raises in the task's thread; here the
+    # task's thread is waiting for a write that Milvus is slow to finish.
+    class SoftTimeLimitExceeded(Exception):
+        pass
+
+    class SlowStore(InMemoryStore):
+        def upsert(self, collection: str, rows: Any) -> int:
+            time.sleep(0.5)
+            return super().upsert(collection, rows)
+
+    def limit(signum: int, frame: object) -> None:
+        raise SoftTimeLimitExceeded()
+
+    previous = signal.signal(signal.SIGALRM, limit)
+    signal.setitimer(signal.ITIMER_REAL, 0.2)
+    try:
+        with pytest.raises(StoreUnavailableError, match="had not finished") as info:
+            embed_batch(
+                message(texts=[f"t{i}" for i in range(300)]), HashEncoder(), SlowStore(), LIMITS
+            )
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert isinstance(info.value.__cause__, SoftTimeLimitExceeded)

@@ -3,7 +3,6 @@ good ones, upsert them. Unit-tested with fakes of the encoder and the store."""
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,7 +20,7 @@ from config.contract import (
     check_text,
     derive_id,
 )
-from config.errors import InvalidInputError, ModelMismatchError
+from config.errors import InvalidInputError, ModelMismatchError, StoreUnavailableError
 from config.settings import BatchSettings
 from worker.encoder import Encoder
 from worker.store import Rows, VectorStore
@@ -124,12 +123,8 @@ def embed_batches(
     size = max(_MIN_CHUNK, -(-len(keys) // _CHUNKS))
     parts = [keys[i : i + size] for i in range(0, len(keys), size)]
     encode_seconds = upsert_seconds = 0.0
-    with contextlib.ExitStack() as resources:
-        writer = (
-            resources.enter_context(ThreadPoolExecutor(1, thread_name_prefix="embedq-write"))
-            if len(parts) > 1
-            else None
-        )
+    writer = ThreadPoolExecutor(1, thread_name_prefix="embedq-write") if len(parts) > 1 else None
+    try:
         writing: Future[tuple[float, list[int]]] | None = None
         for part in parts:
             started = time.perf_counter()
@@ -137,10 +132,15 @@ def embed_batches(
             encode_seconds += time.perf_counter() - started
             write = _prepare_write(part, vectors, checked, store, encoder)
             if writing is not None:
-                upsert_seconds += _count_stored(writing.result(), checked)
+                upsert_seconds += _count_stored(_finished(writing), checked)
             writing = writer.submit(write) if writer is not None else _done(write())
         if writing is not None:
-            upsert_seconds += _count_stored(writing.result(), checked)
+            upsert_seconds += _count_stored(_finished(writing), checked)
+    finally:
+        if writer is not None:
+            # On success every write is done; on a failure a write still running is left to
+            # finish on its own (the retry rewrites the same rows), not waited for.
+            writer.shutdown(wait=False, cancel_futures=True)
     first = checked[0].outcome
     first.encode_seconds, first.upsert_seconds = encode_seconds, upsert_seconds
     return [c.outcome for c in checked]
@@ -195,6 +195,20 @@ def _prepare_write(
         return time.perf_counter() - started, stored
 
     return write
+
+
+def _finished(writing: Future[tuple[float, list[int]]]) -> tuple[float, list[int]]:
+    """The result of a write, waited for. Interrupted while the write still runs (Celery's
+    soft time limit arrives as an exception in the waiting thread), it is Milvus being slow,
+    as when the upsert ran on the task's own thread: a transient error, retried."""
+    try:
+        return writing.result()
+    except Exception as exc:
+        if writing.done():
+            raise  # the write's own error
+        raise StoreUnavailableError(
+            f"a write to Milvus had not finished when the task was interrupted ({exc!r})"
+        ) from exc
 
 
 def _done(result: tuple[float, list[int]]) -> Future[tuple[float, list[int]]]:
