@@ -3,9 +3,10 @@ good ones, upsert them. Unit-tested with fakes of the encoder and the store."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,24 +124,19 @@ def embed_batches(
     size = max(_MIN_CHUNK, -(-len(keys) // _CHUNKS))
     parts = [keys[i : i + size] for i in range(0, len(keys), size)]
     encode_seconds = upsert_seconds = 0.0
-    writer = ThreadPoolExecutor(1, thread_name_prefix="embedq-write") if len(parts) > 1 else None
-    try:
-        writing: Future[tuple[float, list[int]]] | None = None
-        for part in parts:
-            started = time.perf_counter()
-            vectors = encoder.encode([checked[m].rows[key][0] for m, key in part])
-            encode_seconds += time.perf_counter() - started
-            write = _prepare_write(part, vectors, checked, store, encoder)
-            if writing is not None:
-                upsert_seconds += _count_stored(_finished(writing), checked)
-            writing = writer.submit(write) if writer is not None else _done(write())
+    writing: Future[tuple[float, list[int]]] | None = None
+    for n, part in enumerate(parts):
+        started = time.perf_counter()
+        vectors = encoder.encode([checked[m].rows[key][0] for m, key in part])
+        encode_seconds += time.perf_counter() - started
+        write = _prepare_write(part, vectors, checked, store, encoder)
         if writing is not None:
             upsert_seconds += _count_stored(_finished(writing), checked)
-    finally:
-        if writer is not None:
-            # On success every write is done; on a failure a write still running is left to
-            # finish on its own (the retry rewrites the same rows), not waited for.
-            writer.shutdown(wait=False, cancel_futures=True)
+        # The last chunk is written here; the others on a thread while the next encodes. One
+        # write at a time, in order: each is waited for before the next starts.
+        writing = _done(write()) if n == len(parts) - 1 else _in_background(write)
+    if writing is not None:
+        upsert_seconds += _count_stored(_finished(writing), checked)
     first = checked[0].outcome
     first.encode_seconds, first.upsert_seconds = encode_seconds, upsert_seconds
     return [c.outcome for c in checked]
@@ -209,6 +205,25 @@ def _finished(writing: Future[tuple[float, list[int]]]) -> tuple[float, list[int
         raise StoreUnavailableError(
             f"a write to Milvus had not finished when the task was interrupted ({exc!r})"
         ) from exc
+
+
+def _in_background(
+    write: Callable[[], tuple[float, list[int]]],
+) -> Future[tuple[float, list[int]]]:
+    """Run ``write`` on a daemon thread: a task that fails while it runs (a time limit) does not
+    wait for it, and a worker process exiting is never held up by it; the retry rewrites the
+    same rows."""
+    future: Future[tuple[float, list[int]]] = Future()
+
+    def run() -> None:
+        future.set_running_or_notify_cancel()
+        try:
+            future.set_result(write())
+        except BaseException as exc:  # handed to the waiting task, which raises it
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="embedq-write", daemon=True).start()
+    return future
 
 
 def _done(result: tuple[float, list[int]]) -> Future[tuple[float, list[int]]]:
