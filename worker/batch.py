@@ -132,11 +132,13 @@ def embed_batches(
         write = _prepare_write(part, vectors, checked, store, encoder)
         if writing is not None:
             upsert_seconds += _count_stored(_finished(writing), checked)
+            writing = None
         # The last chunk is written here; the others on a thread while the next encodes. One
         # write at a time, in order: each is waited for before the next starts.
-        writing = _done(write()) if n == len(parts) - 1 else _in_background(write)
-    if writing is not None:
-        upsert_seconds += _count_stored(_finished(writing), checked)
+        if n < len(parts) - 1:
+            writing = _in_background(write)
+        else:
+            upsert_seconds += _count_stored(write(), checked)
     first = checked[0].outcome
     first.encode_seconds, first.upsert_seconds = encode_seconds, upsert_seconds
     return [c.outcome for c in checked]
@@ -223,12 +225,6 @@ def _in_background(
             future.set_exception(exc)
 
     threading.Thread(target=run, name="embedq-write", daemon=True).start()
-    return future
-
-
-def _done(result: tuple[float, list[int]]) -> Future[tuple[float, list[int]]]:
-    future: Future[tuple[float, list[int]]] = Future()
-    future.set_result(result)
     return future
 
 
