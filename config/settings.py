@@ -171,8 +171,8 @@ class MilvusSettings(BaseModel):
     flush: Literal["auto", "always", "never"] = Field(
         "auto",
         description=(
-            "flush after each batch before acknowledging it; auto = on Milvus Lite servers "
-            "(a Milvus server needs none)"
+            "flush after each batch before acknowledging it; auto = only on a plain Milvus "
+            "Lite server (embedq's own Lite server and Milvus servers need none)"
         ),
     )
     upsert_max_bytes: int = Field(

@@ -110,10 +110,9 @@ def test_embedqs_lite_server_keeps_concurrent_unflushed_writes_through_a_kill(
     server, uri, name = start(), f"http://127.0.0.1:{port}", unique("kill")
     stores = [MilvusStore(MilvusSettings(uri=uri)) for _ in range(4)]
     stores[0].prepare(name, MODEL)
-    stores[0]._flush = False  # this test is about the log alone, without flushes
+    assert not stores[0]._should_flush()  # the version says writes are serialized
 
     def write(n: int) -> int:
-        stores[n]._flush = False
         stores[n].prepare(name, MODEL)
         return sum(stores[n].upsert(name, rows(100, start=n * 10_000 + b * 100)) for b in range(15))
 

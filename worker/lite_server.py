@@ -8,10 +8,9 @@ imports nothing of embedq. Three changes to ``milvus-lite server``:
   interleave their bytes in the log, which then fails to replay after a crash (the rows of every
   write since the last flush are lost), and a flush beside another one can return before its
   rows are on disk. With writes serialized, every acknowledged write is in the log before the
-  call returns, and survives a kill of this process without a flush
-  (``tests/test_milvus_store.py``). Reads stay concurrent. The version it reports ends in
-  :data:`SERIALIZED`. Workers still flush each batch here: a graceful stop once lost an
-  acknowledged, unflushed chunk (1 run in about 8 of the SIGTERM fault test).
+  call returns, and survives a kill of this process without a flush (``tests/test_faults.py``).
+  Reads stay concurrent. The version it reports ends in :data:`SERIALIZED`, which tells
+  embedq's workers that they need not flush (``EMBEDQ_MILVUS__FLUSH=auto``).
 - SIGTERM (docker stop, systemd, a supervisor) gets the same graceful stop as Ctrl-C, and that
   stop waits for a write in progress before it closes the database.
 - pymilvus pings its connections every 10 s, idle or not, while gRPC servers by default refuse
