@@ -9,6 +9,7 @@ from typing import Any
 
 import redis
 from celery import Celery
+from celery.exceptions import SoftTimeLimitExceeded
 from pydantic import ValidationError
 
 from config.contract import TASK_EMBED, TASK_SEARCH, BatchMessage, SearchMessage, embed_queue
@@ -149,6 +150,10 @@ def register_tasks(app: Celery, settings: Settings) -> None:
                 outcomes = embed_batches(
                     [message, *(t.batch for t in taken)], encoder, rt.store, settings.batch
                 )
+            except SoftTimeLimitExceeded as exc:
+                # A batch past its soft limit was slowed (a paused or starved process, a slow
+                # store), not refused: nothing is acknowledged, and it is tried again.
+                raise TransientError(f"the batch ran past its soft time limit: {exc!r}") from exc
             except StoreRejectedError:
                 if not taken:
                     raise
