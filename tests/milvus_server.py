@@ -29,6 +29,12 @@ def prepare(data: Path, proxy_port: int, auth: bool = False) -> dict[str, str]:
     server = milvus.MilvusServer(wait_for_started=False)
     server.set_base_dir(str(data))
     server.config.set("proxy_port", proxy_port)
+    # The root coordinator's default port (53100) lies in Linux's range of ephemeral ports,
+    # where any client connection of the test run may hold it by the time Milvus binds it
+    # (Milvus then aborted: "bind: address already in use"). Every other port is below it.
+    root_coord_port, sock = server.config.resolve_port(23100)
+    sock.close()
+    server.config.set("root_coord_port", root_coord_port)
     server.config.resolve()
     if server.config.get("proxy_port") != proxy_port:
         raise SystemExit(f"port {proxy_port} is taken; pick another")

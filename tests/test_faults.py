@@ -85,9 +85,11 @@ def verify(stack: Stack, collection: str, tag: str) -> None:
         iterator.close()
     finally:
         client.close()
-    assert count[0]["count(*)"] == N
+    missing, extra = sorted(set(want) - set(seen)), sorted(set(seen) - set(want))
+    assert (count[0]["count(*)"], len(missing), len(extra)) == (N, 0, 0), (
+        f"missing {missing[:3]}..{missing[-3:]}, unexpected {extra[:3]}"
+    )
     assert duplicates == 0
-    assert set(seen) == set(want)
     assert seen == want
 
 

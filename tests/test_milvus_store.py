@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -13,7 +14,8 @@ from config.errors import ModelMismatchError, SearchError, StoreUnavailableError
 from config.settings import MilvusSettings
 from tests.conftest import unique
 from worker.encoder import ModelInfo
-from worker.milvus import MilvusStore, _chunks
+from worker.lite_server import serialize_writes
+from worker.milvus import MilvusStore, _chunks, upsert_request
 from worker.services import Service, free_port, milvus_lite_command, wait_for_port
 from worker.store import Rows
 
@@ -127,3 +129,70 @@ def test_embedqs_lite_server_keeps_concurrent_unflushed_writes_through_a_kill(
         assert MilvusStore(MilvusSettings(uri=uri)).count(name) == acknowledged
     finally:
         server.stop()
+
+
+def test_embedqs_lite_server_opens_a_collection_once_when_clients_arrive_together(
+    tmp_path: Path,
+) -> None:
+    """Milvus Lite opens a collection on first use, without a lock: after a restart, calls
+    arriving together (every worker reconnects at once) each opened their own instance of the
+    same collection directory, each with its own log, manifest and background compaction."""
+    from milvus_lite.adapter.grpc.servicer import MilvusServicer
+    from milvus_lite.db import MilvusLite
+    from pymilvus import MilvusClient
+
+    # Subclasses, so that the patch stays out of the classes other tests use.
+    database_class = type("Database", (MilvusLite,), {})
+    serialize_writes(type("Servicer", (MilvusServicer,), {}), database_class)
+    port = free_port()
+    server = Service("lite", milvus_lite_command(port, tmp_path / "data"), tmp_path / "log")
+    server.wait_ready(lambda: wait_for_port("127.0.0.1", port), timeout=60)
+    client = MilvusClient(uri=f"http://127.0.0.1:{port}")
+    client.create_collection("docs", dimension=4)
+    client.insert("docs", [{"id": i, "vector": [0.5] * 4} for i in range(10)])
+    client.close()
+    server.stop()
+
+    database = database_class(str(tmp_path / "data"))
+    barrier = threading.Barrier(8)
+
+    def arrive(_: int) -> int:
+        barrier.wait()
+        return id(database.get_collection("docs"))
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            assert len(set(pool.map(arrive, range(8)))) == 1
+    finally:
+        database.close()
+
+
+def test_the_upsert_request_is_the_one_pymilvus_builds_from_rows() -> None:
+    from pymilvus import DataType, MilvusClient
+    from pymilvus.client.prepare import Prepare
+
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=512)
+    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=8)
+    schema.add_field("text", DataType.VARCHAR, max_length=65_535)
+    schema.add_field("metadata", DataType.JSON)
+    data = rows(50, dim=8)
+    data.metadata[3].update({"nested": {"list": [1, "two", None, True, 0.5]}, "é": "ü ✓"})
+    data.metadata[4].clear()
+    theirs = Prepare.row_upsert_param(
+        "docs",
+        [
+            {"id": i, "vector": v, "text": t, "metadata": m}
+            for i, v, t, m in zip(data.ids, data.vectors, data.texts, data.metadata, strict=True)
+        ],
+        "",
+        schema.to_dict()["fields"],
+        enable_dynamic=False,
+    )
+    ours = upsert_request("docs", data)
+    assert ours == theirs
+    assert ours.SerializeToString() == theirs.SerializeToString()
+    assert np.array_equal(
+        np.asarray(ours.fields_data[1].vectors.float_vector.data, dtype=np.float32).reshape(50, 8),
+        data.vectors,
+    )

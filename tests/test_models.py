@@ -102,13 +102,14 @@ def test_each_batch_is_encoded_by_a_worker_of_its_collections_model(
         # later batches need no model: the collection's own is used
         again = producer.submit(["one more harbor"], collection=small)
         assert again.wait(timeout=60).texts_stored == 1
-        # and a search of each collection is encoded with its model
-        assert producer.search("a harbor lamp number 7", k=1, collection=small)[0].text == (
-            "a harbor lamp number 7"
-        )
-        assert producer.search("a harbor lamp number 7", k=1, collection=big)[0].text == (
-            "a harbor lamp number 7"
-        )
+        # and a search of each collection is encoded with its model: the text itself is a
+        # best hit, at cosine 1 (the 64-dimension model ties "number 7" with "number 8", so
+        # which of the two comes first depends on Milvus's segments)
+        for collection in (small, big):
+            hits = producer.search("a harbor lamp number 7", k=5, collection=collection)
+            assert hits[0].score == pytest.approx(1.0, abs=1e-5)
+            best = [hit.text for hit in hits if hit.score >= hits[0].score - 1e-5]
+            assert "a harbor lamp number 7" in best
         # asking for the wrong model is refused, naming both
         with pytest.raises(ModelMismatchError, match=r"'small'.*'minilm-l6-distilled'"):
             producer.submit(["x"], collection=small, model="minilm-l6-distilled")

@@ -11,6 +11,12 @@ imports nothing of embedq. Three changes to ``milvus-lite server``:
   call returns, and survives a kill of this process without a flush (``tests/test_faults.py``).
   Reads stay concurrent. The version it reports ends in :data:`SERIALIZED`, which tells
   embedq's workers that they need not flush (``EMBEDQ_MILVUS__FLUSH=auto``).
+- A collection is opened once. Milvus Lite opens a collection on its first use and caches it,
+  without a lock: after a restart, calls arriving together (every worker reconnects at once)
+  each opened their own instance of the same collection, with the same write-ahead log file,
+  manifest and background compaction, and what one instance wrote or compacted the other could
+  overwrite or delete at its next flush. Opening takes a lock of its own (reads stay
+  concurrent once the collection is open).
 - SIGTERM (docker stop, systemd, a supervisor) gets the same graceful stop as Ctrl-C, and that
   stop waits for a write in progress before it closes the database.
 - pymilvus pings its connections every 10 s, idle or not, while gRPC servers by default refuse
@@ -65,7 +71,7 @@ def _serialized(method: Callable[..., Any], lock: threading.Lock) -> Callable[..
 
 def serialize_writes(servicer: Any, database: Any) -> None:
     """Make the state-changing calls of Milvus Lite's servicer class, and the closing of its
-    database, take one lock in turn."""
+    database, take one lock in turn; make opening a collection take another."""
     lock = threading.Lock()
     for name, method in list(vars(servicer).items()):
         if name[:1].isupper() and callable(method) and name not in _READS:
@@ -81,6 +87,14 @@ def serialize_writes(servicer: Any, database: Any) -> None:
             close(self)
 
     database.close = close_after_writes
+    get_collection = database.get_collection
+    opening = threading.Lock()
+
+    def get_collection_once(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with opening:
+            return get_collection(self, *args, **kwargs)
+
+    database.get_collection = get_collection_once
     version = servicer.GetVersion
 
     def get_version(self: Any, request: Any, context: Any) -> Any:
