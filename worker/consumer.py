@@ -18,7 +18,7 @@ from kombu.exceptions import ContentDisallowed
 
 from config.deadletters import MAX_BODY_BYTES, Kind
 from config.settings import Settings
-from worker import metrics, runtime
+from worker import runtime
 
 __all__ = ["guarded_consumer"]
 
@@ -44,7 +44,8 @@ def guarded_consumer(settings: Settings) -> type[Consumer]:
         batch = batch if isinstance(batch, int) and not isinstance(batch, bool) else None
         log.error("dead letter (%s) task=%r: %s", kind, headers.get("task", ""), reason)
         try:
-            runtime.dead_letters(settings).add(
+            runtime.keep_dead_letter(
+                settings,
                 kind,
                 reason,
                 body=body,
@@ -56,9 +57,6 @@ def guarded_consumer(settings: Settings) -> type[Consumer]:
                 batch=batch,
                 size=len(raw),
             )
-            metrics.record_dead_letter(kind)
-            if job_id and batch is not None:
-                runtime.tracker(settings).batch_failed(job_id[:64], batch, f"{kind}: {reason}")
         except Exception:
             log.exception("could not record a dead letter (%s): %s", kind, reason)
 

@@ -231,20 +231,12 @@ class MilvusStore:
         written = 0
         for chunk in _chunks(rows, self._settings.upsert_max_bytes):
             request = upsert_request(collection, chunk)
-            # pymilvus's handler sends a request built beforehand (``upsert_param``) with its
-            # usual retries, status check and session timestamp; the schema it would look up
-            # is not needed then.
-            result = self._call(
+            written += self._call(
                 "upsert",
-                lambda client, request=request: client._get_connection().upsert(  # type: ignore[misc]
-                    collection,
-                    [],
-                    upsert_param=request,
-                    schema={"fields": []},
-                    timeout=self._settings.timeout,
+                lambda client, request=request: send_upsert(  # type: ignore[misc]
+                    client, request, self._settings.timeout
                 ),
             )
-            written += int(result.upsert_count)
         return written
 
     def _should_flush(self) -> bool:
@@ -371,6 +363,17 @@ def upsert_request(collection: str, rows: Rows) -> Any:
         json.dumps(m, ensure_ascii=False, separators=(",", ":")).encode() for m in rows.metadata
     )
     return request
+
+
+def send_upsert(client: Any, request: Any, timeout: float | None) -> int:
+    """Send a request from :func:`upsert_request` through ``client`` (a ``MilvusClient``);
+    returns the rows written. pymilvus's handler takes a request built beforehand
+    (``upsert_param``) with its usual retries, status check and session timestamp; the schema
+    it would otherwise look up is not needed."""
+    result = client._get_connection().upsert(
+        request.collection_name, [], upsert_param=request, schema={"fields": []}, timeout=timeout
+    )
+    return int(result.upsert_count)
 
 
 #: Field 1 (``FloatArray.data``), wire type 2 (length-delimited): ``(1 << 3) | 2``.

@@ -12,16 +12,18 @@ import threading
 import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 from celery import Celery
 
 from config.connections import redis_client
-from config.deadletters import DeadLetters
+from config.deadletters import DeadLetters, Kind
 from config.errors import ModelMismatchError
 from config.jobs import JobTracker
 from config.registry import CollectionRegistry
 from config.settings import Settings
+from worker import metrics
 from worker.coalescer import Coalescer
 from worker.encoder import Encoder, Model2VecEncoder
 from worker.locks import Ledger, host_lock
@@ -123,6 +125,18 @@ def registry(settings: Settings) -> CollectionRegistry:
 
 def dead_letters(settings: Settings) -> DeadLetters:
     return DeadLetters(_client(settings), settings.jobs.max_dead_letters)
+
+
+def keep_dead_letter(
+    settings: Settings, kind: Kind, reason: str, *, fails_batch: bool = True, **letter: Any
+) -> None:
+    """Record a dead letter and count it; unless ``fails_batch`` is false (rejected items of a
+    stored batch), its batch is also marked failed in its job's progress, with the reason."""
+    dead_letters(settings).add(kind, reason, **letter)
+    metrics.record_dead_letter(kind)
+    job_id, batch = letter.get("job_id"), letter.get("batch")
+    if fails_batch and job_id and isinstance(batch, int):
+        tracker(settings).batch_failed(job_id[:64], batch, f"{kind}: {reason}")
 
 
 def coalescer(app: Celery, settings: Settings) -> Coalescer:

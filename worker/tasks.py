@@ -65,17 +65,18 @@ def register_tasks(app: Celery, settings: Settings) -> None:
                     reasons = "; ".join(
                         f"item {i}: {why}" for i, why in sorted(outcome.rejected.items())
                     )
-                    runtime.dead_letters(settings).add(
+                    runtime.keep_dead_letter(
+                        settings,
                         "rejected",
                         f"{len(outcome.rejected)} of {len(message.texts)} items rejected: "
                         f"{reasons}",
+                        fails_batch=False,
                         body=outcome.rejected_message(message),
                         task=TASK_EMBED,
                         job_id=message.job_id,
                         batch=message.batch,
                         letter_id=f"{message.job_id}-{message.batch}-rejected",
                     )
-                    metrics.record_dead_letter("rejected")
                 if outcome.stored and message.collection not in rt.announced:
                     info = rt.encoder_for(message.model).info
                     runtime.registry(settings).record(
@@ -223,7 +224,8 @@ def record_failure(
     metrics.record_failure()
     try:
         kind: Kind = "invalid-message" if isinstance(exc, InvalidMessageError) else "failed"
-        runtime.dead_letters(settings).add(
+        runtime.keep_dead_letter(
+            settings,
             kind,
             reason,
             body=raw if raw is not None else kwargs,
@@ -232,8 +234,5 @@ def record_failure(
             job_id=job_id if isinstance(job_id, str) else "",
             batch=index if isinstance(index, int) else None,
         )
-        metrics.record_dead_letter(kind)
-        if isinstance(job_id, str) and job_id and isinstance(index, int):
-            runtime.tracker(settings).batch_failed(job_id[:64], index, reason)
     except redis.RedisError:
         log.exception("could not record the failure of job %s batch %s", job_id, index)
