@@ -7,6 +7,8 @@ import os
 import signal
 import time
 import uuid
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -72,9 +74,12 @@ class RecordingClient:
     def get_server_version(self) -> str:
         return self.version
 
-    def upsert(self, collection: str, data: list[object], timeout: float) -> dict[str, int]:
+    def _get_connection(self) -> RecordingClient:
+        return self  # the handler that sends a prebuilt request (worker.milvus.send_upsert)
+
+    def upsert(self, collection: str, entities: list[object], **kwargs: Any) -> SimpleNamespace:
         self.calls.append("upsert")
-        return {"upsert_count": len(data)}
+        return SimpleNamespace(upsert_count=kwargs["upsert_param"].num_rows)
 
     def flush(self, collection: str, timeout: float) -> None:
         self.calls.append("flush")
