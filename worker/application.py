@@ -61,7 +61,7 @@ def create_app(settings: Settings) -> Celery:
         # in the worker only.
         sys.modules.setdefault("pyarrow", None)  # type: ignore[arg-type]
         # Imported once before the pool forks: the pool processes share these pages (pymilvus
-        # brings pandas, ~50 MB) and their first batch does not wait for it.
+        # brings pandas, ~40 MB) and their first batch does not wait for it.
         import model2vec  # noqa: F401
         import pymilvus  # noqa: F401
 
