@@ -23,6 +23,7 @@ from config.deadletters import MAX_RAW_BYTES, DeadLetter, DeadLetters
 from config.settings import Settings
 from producer import EmbeddingProducer
 from tests.conftest import ROOT, Servers, WorkerFactory, unique
+from tests.stack import wait_until
 from worker.services import Service
 
 pytestmark = pytest.mark.integration
@@ -228,6 +229,8 @@ def test_mixed_batch_stores_the_good_texts_and_dead_letters_the_bad_one(
         assert "item 321" in letter.reason and "empty" in letter.reason
         assert letter.body["texts"] == ["   "] and letter.body["ids"] == ["m321"]
         assert letter.job_id == job.id and letter.requeueable
+        # (the worker keeps the rejected items before it records the batch's progress)
+        wait_until(lambda: job.status().batches_done == 1, 60, "the batch's progress")
         status = job.status()
         assert status.texts_stored == 999 and status.texts_rejected == 1
 
