@@ -35,6 +35,7 @@ def _ratios(results: dict[str, Any]) -> dict[str, Any]:
         best = _best(runs, corpus)
         seed = results["seed_path"][corpus]["texts_per_s"]
         limit = results["limit"][corpus]["texts_per_s"]
+        limit_cached = results["limit"][corpus]["texts_per_s_word_cache"]
         per_run = {
             f"w{r['workers']}_b{r['batch_size']}": {
                 "vs_seed": _ratio(r["texts_per_s"], seed),
@@ -68,6 +69,7 @@ def _ratios(results: dict[str, Any]) -> dict[str, Any]:
             "best_run": {k: best.get(k) for k in ("workers", "batch_size", "texts_per_s")},
             "embedq_vs_seed": _ratio(best.get("texts_per_s"), seed),
             "embedq_vs_limit": _ratio(best.get("texts_per_s"), limit),
+            "embedq_vs_limit_word_cache": _ratio(best.get("texts_per_s"), limit_cached),
             "per_run": per_run,
             "workers_scaling": scaling,
         }
@@ -120,14 +122,21 @@ def _targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 _at_least(r["embedq_vs_seed"], 1.3),
             )
         )
+        # Judged against the stricter limit: raw encode by the faster of StaticModel.encode
+        # and embedq's encoder (the word cache makes the same vectors faster).
+        vs_limit = min(
+            (v for v in (r["embedq_vs_limit"], r["embedq_vs_limit_word_cache"]) if v is not None),
+            default=None,
+        )
         found.append(
             _target(
                 f"ingest_vs_limit_{corpus}",
-                f"end-to-end ingest / min(raw encode, raw upsert), {corpus} corpus",
+                f"end-to-end ingest / min(raw encode, raw upsert), {corpus} corpus; raw encode "
+                "= the faster of StaticModel.encode and embedq's encoder",
                 ">= 0.6x",
-                r["embedq_vs_limit"],
+                vs_limit,
                 "x",
-                _at_least(r["embedq_vs_limit"], 0.6),
+                _at_least(vs_limit, 0.6),
             )
         )
     jobs = results.get("small_jobs") or {}
@@ -274,6 +283,7 @@ def table(results: dict[str, Any]) -> str:
 
         row = functools.partial(_row, corpus, seed=base_seed, limit=base_limit)
         lines.append(row("limit: raw encode (1 proc)", lim["encode"]))
+        lines.append(row("  same, embedq's encoder", lim["encode_word_cache"]))
         lines.append(row(f"limit: raw upsert (b{lim['upsert']['batch']})", lim["upsert"]))
         lines.append(row(f"seed path (b{seed['batch']})", seed))
         for r in results["embedq"]["runs"]:
@@ -326,7 +336,8 @@ def table(results: dict[str, Any]) -> str:
         lines.append(
             f"ratios {corpus}: best embedq (w{r['best_run']['workers']} "
             f"b{r['best_run']['batch_size']}) / seed path {_fmt(r['embedq_vs_seed'], '.2f')}, "
-            f"/ limit {_fmt(r['embedq_vs_limit'], '.2f')}; workers "
+            f"/ limit {_fmt(r['embedq_vs_limit'], '.2f')} (limit with embedq's encoder "
+            f"{_fmt(r['embedq_vs_limit_word_cache'], '.2f')}); workers "
             f"{scaling.get('workers')} scaling {_fmt(scaling.get('best'), '.2f')}"
             + (
                 f" ({_fmt(scaling['best_one_thread'], '.2f')} against one process on one "

@@ -51,6 +51,12 @@ class ModelOptions(BaseModel):
         None, description="quantise weights at load; unset = as stored"
     )
     max_length: int | None = Field(512, gt=0, description="tokens per text seen by the model")
+    word_cache: int = Field(
+        65_536,
+        ge=0,
+        description="distinct words whose token ids a worker keeps (BERT WordPiece tokenizers; "
+        "same ids, ~5x faster); 0 = tokenize every text whole",
+    )
 
     @field_validator("source")
     @classmethod

@@ -57,6 +57,8 @@ def test_quick_benchmark_writes_every_figure(tmp_path: Path) -> None:
     for corpus in ("short", "passages"):
         limit = results["limit"][corpus]
         assert limit["encode"]["texts_per_s"] > 0 and limit["upsert"]["verified"]
+        assert limit["encode_word_cache"]["texts_per_s"] > 0
+        assert limit["texts_per_s_word_cache"] > 0
         assert limit["texts_per_s"] > 0 and limit["bound_by"] in {"encode", "upsert"}
         assert results["seed_path"][corpus]["verified"]
 
@@ -95,6 +97,7 @@ def test_quick_benchmark_writes_every_figure(tmp_path: Path) -> None:
     for corpus in ("short", "passages"):
         assert ratios[corpus]["embedq_vs_seed"] is not None
         assert ratios[corpus]["embedq_vs_limit"] is not None
+        assert ratios[corpus]["embedq_vs_limit_word_cache"] is not None
         assert ratios[corpus]["workers_scaling"]["best"] is not None
     assert ratios["small_stream_vs_large_batch"]["ratio"] is not None
 

@@ -114,12 +114,12 @@ def check_source(model: ModelSettings) -> None:
 
 def load_static_model(model: ModelSettings) -> StaticModel:
     """Load a Model2Vec model from the bundled copy, a folder, or the hub (cache first)."""
-    from model2vec import StaticModel
+    from worker.wordcache import CachedStaticModel, WordCache
 
     source = resolve_source(model)
     is_hub = model.hub_id is not None
     try:
-        return StaticModel.from_pretrained(
+        loaded = CachedStaticModel.from_pretrained(
             source,
             normalize=model.normalize,
             quantize_to=model.quantize_to,
@@ -136,6 +136,8 @@ def load_static_model(model: ModelSettings) -> StaticModel:
                 f"{source} --local-dir DIR), copy DIR here and set EMBEDQ_MODEL__SOURCE=DIR"
             ) from exc
         raise ModelLoadError(f"could not load model from {source!r}: {exc}") from exc
+    loaded.word_cache = WordCache.for_tokenizer(loaded.tokenizer, model.word_cache)
+    return loaded
 
 
 class Model2VecEncoder:
