@@ -130,6 +130,7 @@ def test_ids_and_vectors_equal_model2vecs(
     for _ in range(2):
         assert cached.tokenize(texts) == reference.tokenize(texts)
         assert np.array_equal(cached.encode(texts), reference.encode(texts))
+    assert cached.word_cache is not None and cached.word_cache._known  # it was used
 
 
 @pytest.mark.parametrize("max_length", [None, 1, 7, 40])
@@ -180,3 +181,25 @@ def test_the_workers_encoder_uses_the_cache_unless_it_is_turned_off() -> None:
     settings = ModelSettings()
     vectors = Model2VecEncoder(on, settings).encode(texts)
     assert np.array_equal(vectors, Model2VecEncoder(off, settings).encode(texts))
+
+
+def test_a_chunk_longer_than_the_limit_still_truncates_with_its_text(
+    reference: StaticModel, cached: CachedStaticModel
+) -> None:
+    # One chunk of ~600 tokens (no spaces): learnt untruncated, then cut with its text.
+    texts = ["-".join(["word"] * 300) + " tail", "short one"]
+    for max_length in (512, 10, None):
+        assert cached.encode(texts, max_length=max_length).tolist() == (
+            reference.encode(texts, max_length=max_length).tolist()
+        )
+        assert cached.tokenizer.truncation == reference.tokenizer.truncation
+
+
+def test_padding_is_left_to_the_tokenizer() -> None:
+    reference = StaticModel.from_pretrained(BUNDLED_MODEL_PATH)
+    model = CachedStaticModel.from_pretrained(BUNDLED_MODEL_PATH)
+    model.word_cache = WordCache.for_tokenizer(model.tokenizer)
+    for tokenizer in (model.tokenizer, reference.tokenizer):
+        tokenizer.enable_padding(length=40)
+    texts = ["a few words", "and a few more words here"]
+    assert model.tokenize(texts) == reference.tokenize(texts)

@@ -45,13 +45,7 @@ class WordCache:
     """Ids of a BERT WordPiece tokenizer, from a bounded cache of per-chunk ids."""
 
     def __init__(self, tokenizer: Tokenizer, *, lowercase: bool, size: int) -> None:
-        from tokenizers import Tokenizer
-
         self._tokenizer = tokenizer
-        # Chunks are tokenized by a copy that never truncates (a text truncates as a whole).
-        self._chunker = Tokenizer.from_str(tokenizer.to_str())
-        self._chunker.no_truncation()
-        self._chunker.no_padding()
         self._lowercase = lowercase
         # Added tokens match inside raw text before any splitting, so such a text is tokenized
         # whole. Compared in lower case when the normalizer lowercases (a superset of matches).
@@ -82,8 +76,12 @@ class WordCache:
     def ids(self, texts: Sequence[str]) -> list[list[int]]:
         """What ``encode_batch_fast(texts, add_special_tokens=False)`` gives as ids, truncated
         as the tokenizer is configured at the time of the call."""
-        truncation = self._tokenizer.truncation
-        if truncation is not None and (truncation["direction"] != "right" or truncation["stride"]):
+        truncation, padding = self._tokenizer.truncation, self._tokenizer.padding
+        # model2vec switches padding off by padding to length 0; any other padding would pad
+        # each chunk, and any other truncation is not a plain cut: the tokenizer does those.
+        if (padding is not None and (padding["length"] != 0 or padding["pad_to_multiple_of"])) or (
+            truncation is not None and (truncation["direction"] != "right" or truncation["stride"])
+        ):
             return self._whole(texts)
         limit: int | None = None if truncation is None else truncation["max_length"]
         known = self._known
@@ -131,7 +129,16 @@ class WordCache:
     def _tokenize(self, chunks: set[str]) -> dict[str, list[int]]:
         """The ids of unseen chunks, in one call to the tokenizer."""
         listed = list(chunks)
-        encodings = self._chunker.encode_batch_fast(listed, add_special_tokens=False)
+        # A text truncates as a whole, so its chunks are tokenized untruncated (switched off
+        # for this call and restored, as model2vec itself sets it around each encode; a copy
+        # of the tokenizer would cost 4 MB per process).
+        saved = self._tokenizer.truncation
+        self._tokenizer.no_truncation()
+        try:
+            encodings = self._tokenizer.encode_batch_fast(listed, add_special_tokens=False)
+        finally:
+            if saved is not None:
+                self._tokenizer.enable_truncation(**saved)
         return {chunk: encoding.ids for chunk, encoding in zip(listed, encodings, strict=True)}
 
     def _keep(self, fresh: dict[str, list[int]]) -> None:
