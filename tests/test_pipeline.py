@@ -204,14 +204,21 @@ def test_worker_with_a_model_that_cannot_load_refuses_to_start(
         assert "EMBEDQ_MODEL__SOURCE" in result.stderr and fragment in result.stderr
 
 
-def test_worker_processes_do_not_load_pyarrow(worker: Service, settings: Settings) -> None:
-    # pandas (imported by pymilvus) would load pyarrow, ~40 MB per process the worker never
-    # uses; a batch stored proves the processes still do their work without it.
+def test_worker_processes_load_neither_pyarrow_nor_pandas(
+    worker: Service, settings: Settings
+) -> None:
+    # pymilvus imports pandas (34 MB), which would load pyarrow (~40 MB), in every process;
+    # the worker uses neither. A batch stored and a search answered prove the processes still
+    # do their work without them.
+    collection = unique("mem")
     with EmbeddingProducer(settings) as producer:
-        job = producer.submit(["memory check"], collection=unique("mem"))
-    assert job.wait(timeout=60).texts_stored == 1
+        job = producer.submit(["memory check"], collection=collection)
+        assert job.wait(timeout=60).texts_stored == 1
+        hits = producer.search("memory check", k=1, collection=collection)
+    assert [hit.text for hit in hits] == ["memory check"]
     processes = [worker.pid, *child_pids(worker.pid)]
     assert len(processes) == 3
     for pid in processes:
         maps = Path(f"/proc/{pid}/maps").read_text()
         assert "libarrow" not in maps and "pyarrow" not in maps, pid
+        assert "pandas/_libs" not in maps, pid

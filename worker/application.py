@@ -16,7 +16,7 @@ from config.celeryconfig import make_celery
 from config.contract import served_queues
 from config.errors import ConfigError, ModelLoadError
 from config.settings import Settings
-from worker import logs, metrics, runtime
+from worker import lazypandas, logs, metrics, runtime
 from worker.consumer import guarded_consumer
 from worker.encoder import check_source
 from worker.tasks import record_failure, register_tasks
@@ -56,12 +56,13 @@ def create_app(settings: Settings) -> Celery:
         except (ConfigError, ModelLoadError) as exc:
             log.critical("%s", exc)
             raise SystemExit(f"embedq worker: {exc}") from None
-        # pymilvus imports pandas, and pandas imports pyarrow whenever it is installed (Milvus
-        # Lite needs it): ~40 MB in every worker process, which never uses it. Blocked here,
-        # in the worker only.
+        # pymilvus imports pandas (34 MB), and pandas imports pyarrow whenever it is installed
+        # (Milvus Lite needs it, ~40 MB): memory in every worker process, which uses neither.
+        # pyarrow is blocked; pandas is left to load if anything ever uses it. Worker only.
         sys.modules.setdefault("pyarrow", None)  # type: ignore[arg-type]
-        # Imported once before the pool forks: the pool processes share these pages (pymilvus
-        # brings pandas, ~40 MB) and their first batch does not wait for it.
+        lazypandas.install()
+        # Imported once before the pool forks: the pool processes share these pages and
+        # their first batch does not wait for them.
         import model2vec  # noqa: F401
         import pymilvus  # noqa: F401
 
