@@ -32,6 +32,9 @@ __all__ = ["register_tasks"]
 
 log = logging.getLogger("embedq.worker")
 
+#: Texts a batch is grouped up to with those waiting behind it, unless settings say otherwise.
+DEFAULT_COALESCE_TEXTS = 1024
+
 
 def _parse_batch(raw: Any) -> BatchMessage:
     try:
@@ -52,7 +55,11 @@ def _runtime(settings: Settings) -> runtime.Runtime:
 def register_tasks(app: Celery, settings: Settings) -> None:
     """Define embedq's tasks on ``app`` with retry policy taken from ``settings``."""
     worker = settings.worker
-    coalesce = settings.batch.size if worker.coalesce_texts is None else worker.coalesce_texts
+    coalesce = worker.coalesce_texts
+    if coalesce is None:
+        # Groups of ~1024 texts are where encode + write reach full speed here (bench/): a
+        # backlog of small batches is grouped up to that, whatever size the producer cut.
+        coalesce = max(settings.batch.size, DEFAULT_COALESCE_TEXTS)
 
     def record(rt: runtime.Runtime, done: list[tuple[BatchMessage, BatchOutcome]]) -> None:
         """Keep the rejected items and count the batches in their jobs' progress."""
