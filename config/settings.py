@@ -261,8 +261,9 @@ class WorkerSettings(BaseModel):
         None,
         ge=0,
         le=10_000,
-        description="a batch is embedded with others waiting in its queue, up to this many "
-        "texts; unset = 1024 or EMBEDQ_BATCH__SIZE if larger, 0 = off",
+        description="a batch smaller than EMBEDQ_BATCH__SIZE is embedded with the small ones "
+        "waiting behind it, up to this many texts; unset = 1024 or EMBEDQ_BATCH__SIZE if "
+        "larger, 0 = off",
     )
     max_message_bytes: int = Field(
         16 * 1024 * 1024,

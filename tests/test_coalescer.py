@@ -150,3 +150,17 @@ def test_batches_given_back_keep_their_order_in_the_queue(
     assert [t.batch.texts[0] for t in again] == ["t1", "t2", "t3"]
     taker.ack(*taken, *again)
     taker.close()
+
+
+def test_a_full_batch_is_left_to_run_as_its_own_task(
+    app: Any, client: redis.Redis, queue: str
+) -> None:
+    for i, n in enumerate([1, 2, 4, 1]):
+        send(app, queue, {"batch": batch([f"t{i}"] * n)}, headers={"embedq_texts": n})
+    taker = coalescer(app)
+    # batches of 4 texts are full here: taking stops before the first, which stays queued
+    taken = taker.take(queue, "m", room=100, full=4)
+    assert [len(t.batch.texts) for t in taken] == [1, 2]
+    assert client.llen(queue) == 2
+    taker.ack(*taken)
+    taker.close()

@@ -235,7 +235,9 @@ def test_redis_down_when_submitting_is_a_clear_error_and_resubmitting_is_safe(
 def test_a_batch_delivered_twice_is_stored_and_counted_once(stack: Stack) -> None:
     """What a redelivery after the visibility timeout would do: the same message runs twice,
     even at the same moment in two processes."""
-    stack.start_worker("twice", concurrency=2)
+    # Coalescing off: each copy runs as a task of its own (the duplicates of one group are
+    # tested in test_batch).
+    stack.start_worker("twice", concurrency=2, EMBEDQ_WORKER__COALESCE_TEXTS="0")
     settings = stack.settings()
     collection = unique("twice")
     texts_ = [f"delivered twice {i}" for i in range(200)]

@@ -34,13 +34,14 @@ __all__ = ["Coalescer", "Taken"]
 log = logging.getLogger(__name__)
 
 # KEYS: the queue's lists (by priority, first served first), the unacked hash, its index.
-# ARGV: now, room (texts), the embed task's name. Takes, oldest first, the messages of that task
-# that fit in the room (by the producer's embedq_texts header; 1 when absent), and stops at the
-# first that does not fit or is not such a message (it stays in the queue, untouched).
+# ARGV: now, room (texts), the embed task's name, the size of a full batch (0: none). Takes,
+# oldest first, the messages of that task that fit in the room and are not full batches (by the
+# producer's embedq_texts header; 1 when absent), and stops at the first that does not fit or
+# is not such a message (it stays in the queue, untouched).
 # Returns {item, list, item, list, ...}.
 _TAKE = """
 local unacked, index = KEYS[#KEYS - 1], KEYS[#KEYS]
-local room = tonumber(ARGV[2])
+local room, full = tonumber(ARGV[2]), tonumber(ARGV[4])
 local out = {}
 for i = 1, #KEYS - 2 do
   while room > 0 do
@@ -57,7 +58,7 @@ for i = 1, #KEYS - 2 do
       return out
     end
     local texts = math.max(1, tonumber(headers['embedq_texts']) or 1)
-    if texts > room then return out end
+    if texts > room or (full > 0 and texts >= full) then return out end
     redis.call('RPOP', KEYS[i])
     redis.call('ZADD', index, ARGV[1], tag)
     redis.call('HSET', unacked, tag, '[' .. item .. ',' .. cjson.encode(delivery['exchange'])
@@ -117,20 +118,22 @@ class Coalescer:
             self._give_back_script = client.register_script(_GIVE_BACK)
         return self._connection.default_channel
 
-    def take(self, queue: str, model: str, room: int) -> list[Taken]:
-        """Up to ``room`` texts' worth of batches for ``model`` waiting in ``queue``."""
+    def take(self, queue: str, model: str, room: int, full: int = 0) -> list[Taken]:
+        """Up to ``room`` texts' worth of batches for ``model`` waiting in ``queue``, stopping
+        at a batch of ``full`` texts or more (0: no such stop), which runs as its own task."""
         channel = self._channel()
         client: redis.Redis = channel.client
         # kombu keeps a queue's messages of each priority step in a list of its own.
         lists = list(dict.fromkeys(channel._q_for_pri(queue, p) for p in channel.priority_steps))
         keys = [*lists, channel.unacked_key, channel.unacked_index_key]
         # One round trip takes them all; each is then read in full here.
-        found = self._take(keys=keys, args=[time.time(), room, TASK_EMBED], client=client)
+        found = self._take(keys=keys, args=[time.time(), room, TASK_EMBED, full], client=client)
         pairs = [(found[n], _text(found[n + 1])) for n in range(0, len(found), 2)]
         taken: list[Taken] = []
         for n, (item, source) in enumerate(pairs):
             message = self._small_batch(item, model)
-            if message is None or len(message[1].texts) > room:
+            texts = 0 if message is None else len(message[1].texts)
+            if message is None or texts > room or 0 < full <= texts:
                 # Not ours to run here: this one and the rest go back to the head of the
                 # queue, last first, so that the queue keeps its order.
                 for back, back_source in reversed(pairs[n:]):

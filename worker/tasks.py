@@ -58,7 +58,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
     coalesce = worker.coalesce_texts
     if coalesce is None:
         # Groups of ~1024 texts are where encode + write reach full speed here (bench/): a
-        # backlog of small batches is grouped up to that, whatever size the producer cut.
+        # backlog of small batches is grouped up to that, whatever their size.
         coalesce = max(settings.batch.size, DEFAULT_COALESCE_TEXTS)
 
     def record(rt: runtime.Runtime, done: list[tuple[BatchMessage, BatchOutcome]]) -> None:
@@ -129,12 +129,15 @@ def register_tasks(app: Celery, settings: Settings) -> None:
             log.log(level, " ".join(f"{k}={v}" for k, v in fields.items()), extra=fields)
 
     def take_more(rt: runtime.Runtime, message: BatchMessage) -> list[Taken]:
+        # Only small batches group: a full one (and each one taken) stays a task of its own,
+        # so that Flower's task counts still follow a bulk ingest batch by batch.
+        full = settings.batch.size
         room = coalesce - len(message.texts)
-        if room <= 0:
+        if room <= 0 or len(message.texts) >= full:
             return []
         try:
             return runtime.coalescer(app, settings).take(
-                embed_queue(message.model), message.model, room
+                embed_queue(message.model), message.model, room, full
             )
         except Exception:
             # Coalescing is an optimisation: without it the batch runs alone, as it came.
