@@ -47,9 +47,9 @@ class Plan:
 #: About 8 minutes on 2 cores. Pass --batch-sizes 64,256,1024 to see smaller batches too.
 FULL: dict[str, Any] = {
     "short": 50_000,
-    "passages": 5_000,
+    "passages": 20_000,
     "small_jobs": 500,
-    "queued_jobs": 5_000,
+    "queued_jobs": 15_000,
     "batch_sizes": (256, 1024),
     "workers": (1, 2),
     "memory_sizes": (10_000, 1_000_000),

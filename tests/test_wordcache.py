@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -203,3 +204,14 @@ def test_padding_is_left_to_the_tokenizer() -> None:
         tokenizer.enable_padding(length=40)
     texts = ["a few words", "and a few more words here"]
     assert model.tokenize(texts) == reference.tokenize(texts)
+
+
+def test_threads_sharing_one_model_get_the_same_vectors(reference: StaticModel) -> None:
+    # A small cache starts over again and again while other threads read it.
+    model = CachedStaticModel.from_pretrained(BUNDLED_MODEL_PATH)
+    model.word_cache = WordCache.for_tokenizer(model.tokenizer, size=64)
+    batches = [short_sentences(400, seed=s).texts for s in range(8)]
+    expected = [reference.encode(b) for b in batches]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        found = list(pool.map(model.encode, batches))
+    assert all(np.array_equal(f, e) for f, e in zip(found, expected, strict=True))

@@ -104,7 +104,7 @@ class WordCache:
             for i, chunks in pending:
                 parts = [fresh[c] if c in fresh else known[c] for c in chunks]
                 rows[i] = list(chain.from_iterable(parts))[:limit]
-            self._keep(fresh)  # only now: keeping may start the cache over
+            self._keep(fresh, limit)
         if whole:
             for i, ids in zip(whole, self._whole([texts[i] for i in whole]), strict=True):
                 rows[i] = ids
@@ -127,25 +127,25 @@ class WordCache:
         return [chunk for chunk in _SEPARATORS.split(text) if chunk]
 
     def _tokenize(self, chunks: set[str]) -> dict[str, list[int]]:
-        """The ids of unseen chunks, in one call to the tokenizer."""
+        """The ids of unseen chunks, in one call to the tokenizer as it is set. A chunk cut at
+        the text's token limit changes nothing: its text is cut there anyway."""
         listed = list(chunks)
-        # A text truncates as a whole, so its chunks are tokenized untruncated (switched off
-        # for this call and restored, as model2vec itself sets it around each encode; a copy
-        # of the tokenizer would cost 4 MB per process).
-        saved = self._tokenizer.truncation
-        self._tokenizer.no_truncation()
-        try:
-            encodings = self._tokenizer.encode_batch_fast(listed, add_special_tokens=False)
-        finally:
-            if saved is not None:
-                self._tokenizer.enable_truncation(**saved)
+        encodings = self._tokenizer.encode_batch_fast(listed, add_special_tokens=False)
         return {chunk: encoding.ids for chunk, encoding in zip(listed, encodings, strict=True)}
 
-    def _keep(self, fresh: dict[str, list[int]]) -> None:
-        keep = [(c, ids) for c, ids in fresh.items() if len(c) <= _LONGEST_KEPT]
+    def _keep(self, fresh: dict[str, list[int]], limit: int | None) -> None:
+        # Only what no limit cut is kept: a later call may allow more tokens.
+        keep = [
+            (c, ids)
+            for c, ids in fresh.items()
+            if len(c) <= _LONGEST_KEPT and (limit is None or len(ids) < limit)
+        ]
         if len(self._known) + len(keep) > self._size:
-            self._known.clear()  # cheaper than LRU bookkeeping on every lookup
-        self._known.update(keep[: self._size])
+            # Started over rather than LRU bookkeeping on every lookup; a new dict, so that a
+            # call reading the old one on another thread still finds what it saw there.
+            self._known = dict(keep[: self._size])
+        else:
+            self._known.update(keep)
 
     def _whole(self, texts: Sequence[str]) -> list[list[int]]:
         encodings = self._tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)
