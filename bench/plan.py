@@ -44,7 +44,7 @@ class Plan:
         return data
 
 
-#: About 8 minutes on 2 cores. Pass --batch-sizes 64,256,1024 to see smaller batches too.
+#: About 15 minutes on 2 cores. Pass --batch-sizes 64,256,1024 to see smaller batches too.
 FULL: dict[str, Any] = {
     "short": 50_000,
     "passages": 20_000,

@@ -403,6 +403,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
         lines: list[tuple[str, float, str, str]] = [
             ("limit: min(raw encode, raw upsert)", lim["texts_per_s"], "red", "-"),
             ("raw encode, 1 process", lim["encode"]["texts_per_s"], "red", ":"),
+            ("limit with embedq's encoder", lim["texts_per_s_word_cache"], "darkorange", "-."),
             ("raw upsert", lim["upsert"]["texts_per_s"], "purple", ":"),
             ("seed path (encode + insert, serial)", seed["texts_per_s"], "black", "--"),
         ]
