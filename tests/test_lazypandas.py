@@ -76,3 +76,31 @@ def test_install_leaves_a_loaded_pandas_alone() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_other_pandas_modules_and_names_load_pandas() -> None:
+    _run(
+        """
+        import pickle
+        import pandas as stand_in
+        from pandas.core.frame import DataFrame  # a module the stand-ins do not cover
+        assert lazypandas.loaded() and DataFrame is sys.modules["pandas"].DataFrame
+        assert stand_in.__version__ == sys.modules["pandas"].__version__
+        """
+    )
+    _run(
+        """
+        import pickle
+        import pandas as pd
+        # Pickled, a stand-in class is pandas' own (pickle looks it up by name).
+        assert b"pandas" in pickle.dumps(pd.DataFrame) and not lazypandas.loaded()
+        try:
+            from pandas.api.types import no_such_function  # noqa: F401
+        except ImportError:
+            pass
+        else:
+            raise AssertionError("a missing name was imported")
+        from pandas.api.types import CategoricalDtype
+        assert isinstance(CategoricalDtype(), CategoricalDtype)
+        """
+    )

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 from model2vec import StaticModel
-from tokenizers import Tokenizer, models, pre_tokenizers
+from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
 
 from bench.corpus import load_sentences, passages, short_sentences
 from config.settings import ModelSettings
@@ -171,6 +171,10 @@ def test_other_tokenizers_and_size_zero_get_no_cache() -> None:
     word_level = Tokenizer(models.WordLevel({"a": 0, "[UNK]": 1}, unk_token="[UNK]"))  # noqa: S106
     word_level.pre_tokenizer = pre_tokenizers.Whitespace()
     assert WordCache.for_tokenizer(word_level) is None
+    # An added token spanning a space matches across chunks ("new\tyork" too): no cache.
+    spanning = Tokenizer.from_file(str(BUNDLED_MODEL_PATH / "tokenizer.json"))
+    spanning.add_tokens([AddedToken("new york", normalized=True)])
+    assert WordCache.for_tokenizer(spanning) is None
 
 
 def test_the_workers_encoder_uses_the_cache_unless_it_is_turned_off() -> None:

@@ -6,18 +6,22 @@ process, which never hands it a DataFrame (workers build their requests by colum
 ``pandas``, ``pandas.api`` and ``pandas.api.types`` in ``sys.modules``. Whatever pymilvus binds
 at import stays a stand-in; any real use loads pandas and forwards to it:
 
-- a function (``from pandas.api.types import is_scalar``) loads pandas when called;
+- a function pymilvus imports (``from pandas.api.types import is_scalar``) loads pandas when
+  called;
 - ``DataFrame``, ``Series`` and ``SparseDtype`` are stand-in classes: called or looked into,
   they load pandas; ``isinstance(x, pd.DataFrame)`` is False while pandas is not loaded (no
-  object can be a DataFrame then) and pandas' own answer once it is;
-- any other attribute loads pandas.
+  object can be a DataFrame then) and pandas' own answer once it is; pickled, they are
+  ``pandas.DataFrame`` and so on;
+- any other attribute (``__version__`` included), and importing any other pandas module
+  (``import pandas.core.frame``), loads pandas.
 
-So nothing behaves differently; memory is saved for as long as nothing needs pandas.
+Memory is saved for as long as nothing needs pandas.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.abc
 import importlib.machinery
 import importlib.util
 import sys
@@ -29,8 +33,16 @@ __all__ = ["install", "loaded"]
 
 _MODULES = ("pandas", "pandas.api", "pandas.api.types")
 _CLASSES = ("DataFrame", "Series", "SparseDtype")
+# Functions of pandas.api.types that may be imported from a stand-in (pymilvus's and kin).
+_FUNCTIONS = frozenset(
+    {"infer_dtype", "is_array_like", "is_bool", "is_dict_like", "is_float", "is_integer"}
+    | {"is_list_like", "is_number", "is_scalar"}
+)
+# Dunders asked of modules by the import system, typing, pickle or inspect: no use of pandas.
+_PROBED = frozenset({"__path__", "__spec__", "__loader__", "__file__", "__wrapped__"})
 _real: dict[str, ModuleType] = {}
-_lock = threading.Lock()
+_lock = threading.RLock()
+_loading = threading.local()
 
 
 def loaded() -> bool:
@@ -42,13 +54,49 @@ def _load(name: str) -> ModuleType:
     with _lock:
         if not _real:
             stand_ins = {n: sys.modules.pop(n) for n in _MODULES if n in sys.modules}
+            _loading.active = True
             try:
                 found = {n: importlib.import_module(n) for n in _MODULES}
             except BaseException:
                 sys.modules.update(stand_ins)
                 raise
+            finally:
+                _loading.active = False
             _real.update(found)
     return _real[name]
+
+
+class _Present(importlib.abc.Loader):
+    """Hands the import system a module that loading pandas has already imported."""
+
+    def __init__(self, module: ModuleType) -> None:
+        self._module = module
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
+        return self._module
+
+    def exec_module(self, module: ModuleType) -> None:
+        pass
+
+
+class _RealPandasFinder(importlib.abc.MetaPathFinder):
+    """Importing a pandas module the stand-ins do not cover loads the real pandas first."""
+
+    def find_spec(
+        self, fullname: str, path: Any = None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if (
+            _real
+            or getattr(_loading, "active", False)  # pandas importing its own modules
+            or not fullname.startswith("pandas.")
+            or fullname in _MODULES
+        ):
+            return None
+        _load("pandas")
+        module = sys.modules.get(fullname)
+        if module is not None:
+            return importlib.util.spec_from_loader(fullname, _Present(module))
+        return importlib.util.find_spec(fullname)
 
 
 class _StandInClass(type):
@@ -67,7 +115,11 @@ class _StandInClass(type):
         return getattr(getattr(_load("pandas"), cls.__name__), name)
 
 
-_STAND_IN_CLASSES = {name: _StandInClass(name, (), {}) for name in _CLASSES}
+# Named as pandas names them, so that pickle refers to pandas' classes.
+_STAND_IN_CLASSES = {
+    name: _StandInClass(name, (), {"__module__": "pandas", "__qualname__": name})
+    for name in _CLASSES
+}
 
 
 def _forwarder(module: str, name: str) -> Any:
@@ -80,12 +132,12 @@ def _forwarder(module: str, name: str) -> Any:
 
 class _StandInModule(ModuleType):
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):
-            raise AttributeError(name)
         if not _real:
+            if name in _PROBED:
+                raise AttributeError(name)
             if self.__name__ == "pandas" and name in _STAND_IN_CLASSES:
                 return _STAND_IN_CLASSES[name]
-            if self.__name__ == "pandas.api.types":
+            if self.__name__ == "pandas.api.types" and name in _FUNCTIONS:
                 return _forwarder(self.__name__, name)  # bound at import, called later
         return getattr(_load(self.__name__), name)
 
@@ -108,4 +160,5 @@ def install() -> bool:
     setattr(modules["pandas"], "api", modules["pandas.api"])  # noqa: B010 (as import would)
     setattr(modules["pandas.api"], "types", modules["pandas.api.types"])  # noqa: B010
     sys.modules.update(modules)
+    sys.meta_path.insert(0, _RealPandasFinder())
     return True

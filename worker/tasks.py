@@ -129,8 +129,8 @@ def register_tasks(app: Celery, settings: Settings) -> None:
             log.log(level, " ".join(f"{k}={v}" for k, v in fields.items()), extra=fields)
 
     def take_more(rt: runtime.Runtime, message: BatchMessage) -> list[Taken]:
-        # Only small batches group: a full one (and each one taken) stays a task of its own,
-        # so that Flower's task counts still follow a bulk ingest batch by batch.
+        # Only a small batch takes others, and only small ones: a full batch always runs as a
+        # task of its own, so that Flower's task counts follow a bulk ingest batch by batch.
         full = settings.batch.size
         room = coalesce - len(message.texts)
         if room <= 0 or len(message.texts) >= full:

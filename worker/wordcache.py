@@ -9,7 +9,8 @@ chunks, one after another: normalization works character by character and never 
 space, tab, newline or carriage return; the pre-tokenizer splits at each of them; WordPiece
 works word by word. So each distinct chunk ("world," or "café") is tokenized once, by the
 tokenizer itself, and kept; a text is a join of lookups. A text holding an added token
-(``[UNK]``) and any tokenizer built another way go to the tokenizer whole. Ids therefore equal
+(``[UNK]``) and any tokenizer built another way (or with an added token that holds a space)
+go to the tokenizer whole. Ids therefore equal
 ``Tokenizer.encode_batch_fast(..., add_special_tokens=False)``; tests compare them on corpora
 and random text, and the vectors bit for bit.
 """
@@ -41,6 +42,10 @@ _SEPARATORS = re.compile(r"[ \t\n\r]+")
 _REMOVED_SPACE = re.compile(r"[\x0b\x0c\x1c-\x1f]")
 
 
+def _has_space(content: str) -> bool:
+    return any(ch.isspace() for ch in content)
+
+
 class WordCache:
     """Ids of a BERT WordPiece tokenizer, from a bounded cache of per-chunk ids."""
 
@@ -69,6 +74,8 @@ class WordCache:
             or pre_tokenizer.get("type") != "BertPreTokenizer"
             or (spec.get("model") or {}).get("type") != "WordPiece"
             or len(spec.get("added_tokens") or []) > 64  # each is a substring check per text
+            # One that spans a space ("new york") can match across chunks, even as "new\tyork"
+            or any(_has_space(t.get("content", "")) for t in spec.get("added_tokens") or [])
         ):
             return None
         return cls(tokenizer, lowercase=bool(normalizer.get("lowercase", True)), size=size)
