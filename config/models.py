@@ -14,6 +14,7 @@ from config.names import model_name
 __all__ = [
     "BUNDLED_MODEL",
     "DEFAULT_MODEL",
+    "DEFAULT_WORD_CACHE",
     "KNOWN_MODELS",
     "ModelOptions",
     "ModelSettings",
@@ -36,6 +37,9 @@ KNOWN_MODELS: dict[str, str] = {
 }
 _ALIASES = {alias.lower(): hub for alias, hub in KNOWN_MODELS.items()}
 
+#: Distinct chunks (words with any punctuation attached) whose token ids a worker keeps.
+DEFAULT_WORD_CACHE = 65_536
+
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -52,7 +56,7 @@ class ModelOptions(BaseModel):
     )
     max_length: int | None = Field(512, gt=0, description="tokens per text seen by the model")
     word_cache: int = Field(
-        65_536,
+        DEFAULT_WORD_CACHE,
         ge=0,
         description="distinct words whose token ids a worker keeps (BERT WordPiece tokenizers; "
         "same ids, ~5x faster); 0 = tokenize every text whole",

@@ -93,6 +93,11 @@ def _move_credentials(data: Any, url_key: str, user_key: str, password_key: str)
     return data
 
 
+#: Groups of ~1024 texts are where encode + write reach full speed (bench/): a backlog of small
+#: batches is grouped up to that, whatever their size, unless EMBEDQ_WORKER__COALESCE_TEXTS says.
+DEFAULT_COALESCE_TEXTS = 1024
+
+
 class RedisSettings(BaseModel):
     """The broker, the result backend and the job-progress store (one Redis)."""
 
@@ -262,8 +267,8 @@ class WorkerSettings(BaseModel):
         ge=0,
         le=10_000,
         description="a batch smaller than EMBEDQ_BATCH__SIZE is embedded with the small ones "
-        "waiting behind it, up to this many texts; unset = 1024 or EMBEDQ_BATCH__SIZE if "
-        "larger, 0 = off",
+        f"waiting behind it, up to this many texts; unset = {DEFAULT_COALESCE_TEXTS} or "
+        "EMBEDQ_BATCH__SIZE if larger, 0 = off",
     )
     max_message_bytes: int = Field(
         16 * 1024 * 1024,
@@ -439,6 +444,12 @@ class Settings(BaseSettings):
                 "EMBEDQ_MODELS__<NAME>__SOURCE"
             )
         return found
+
+    def coalesce_texts(self) -> int:
+        """Texts a small batch is grouped up to with the small ones waiting behind it."""
+        if self.worker.coalesce_texts is not None:
+            return self.worker.coalesce_texts
+        return max(self.batch.size, DEFAULT_COALESCE_TEXTS)
 
     def served_models(self) -> list[ModelSettings]:
         """The models a worker with these settings loads and serves."""

@@ -32,9 +32,6 @@ __all__ = ["register_tasks"]
 
 log = logging.getLogger("embedq.worker")
 
-#: Texts a batch is grouped up to with those waiting behind it, unless settings say otherwise.
-DEFAULT_COALESCE_TEXTS = 1024
-
 
 def _parse_batch(raw: Any) -> BatchMessage:
     try:
@@ -55,11 +52,7 @@ def _runtime(settings: Settings) -> runtime.Runtime:
 def register_tasks(app: Celery, settings: Settings) -> None:
     """Define embedq's tasks on ``app`` with retry policy taken from ``settings``."""
     worker = settings.worker
-    coalesce = worker.coalesce_texts
-    if coalesce is None:
-        # Groups of ~1024 texts are where encode + write reach full speed here (bench/): a
-        # backlog of small batches is grouped up to that, whatever their size.
-        coalesce = max(settings.batch.size, DEFAULT_COALESCE_TEXTS)
+    coalesce = settings.coalesce_texts()
 
     def record(rt: runtime.Runtime, done: list[tuple[BatchMessage, BatchOutcome]]) -> None:
         """Keep the rejected items and count the batches in their jobs' progress."""

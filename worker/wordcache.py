@@ -25,13 +25,12 @@ from typing import TYPE_CHECKING, Any, cast
 
 from model2vec import StaticModel
 
+from config.models import DEFAULT_WORD_CACHE
+
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
-__all__ = ["DEFAULT_WORD_CACHE", "CachedStaticModel", "WordCache"]
-
-#: Distinct chunks kept (~200 bytes each): ~13 MB when full, then the cache starts over.
-DEFAULT_WORD_CACHE = 65_536
+__all__ = ["CachedStaticModel", "WordCache"]
 #: Longer chunks (a URL, a hash) are tokenized every time rather than kept.
 _LONGEST_KEPT = 64
 
