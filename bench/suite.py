@@ -204,11 +204,33 @@ def run(plan: Plan, say: Say, keep: bool = False) -> dict[str, Any]:
                 for b in plan.batch_sizes
             ]
             stack.stop_workers()
+            # Scaling where encoding is most of the work: the passages without the word cache,
+            # what every tokenizer other than BERT WordPiece gets (worker/wordcache.py).
+            biggest = max(plan.batch_sizes)
+            encode_bound: list[dict[str, Any]] = []
+            for workers in sorted({lone, max(plan.workers)}):
+                say(f"scaling: passages without the word cache, {workers} worker process(es)")
+                env = {"EMBEDQ_MODEL__WORD_CACHE": "0"}
+                if workers == lone:
+                    env["TOKENIZERS_PARALLELISM"] = "false"
+                stack.start_workers(workers, **env)
+                stack.warm_up(f"warmup_encode_bound_w{workers}", info, batches=2 * workers)
+                best = max(
+                    (
+                        embedq_ingest(
+                            stack, f"embedq_no_cache_w{workers}_{i}", info, long, workers, biggest
+                        )
+                        for i in range(plan.repeats)
+                    ),
+                    key=lambda r: r.result.per_s,
+                )
+                encode_bound.append(best.to_json() | {"word_cache": 0})
+                stack.stop_workers()
             # Diagnostic, not embedq's result: the same ingest with a flush after each batch,
             # what workers do against a plain Milvus Lite server (EMBEDQ_MILVUS__FLUSH=auto
             # there), whose unflushed writes a crash can lose; embedq's own Lite server needs
             # none (worker/lite_server.py).
-            most, biggest = max(plan.workers), max(plan.batch_sizes)
+            most = max(plan.workers)
             say(f"diagnostic: short, {most} worker(s), batch {biggest}, flush after each batch")
             stack.start_workers(most, EMBEDQ_MILVUS__FLUSH="always")
             stack.warm_up("warmup_flush", info, batches=2 * most)
@@ -217,6 +239,7 @@ def run(plan: Plan, say: Say, keep: bool = False) -> dict[str, Any]:
             results["embedq"] = {
                 "runs": runs,
                 "one_thread": one_thread,
+                "encode_bound": encode_bound,
                 "with_flush": flushed.to_json(),
             }
 

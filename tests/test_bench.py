@@ -75,7 +75,12 @@ def test_quick_benchmark_writes_every_figure(tmp_path: Path) -> None:
     assert len(plan["batch_sizes"]) >= 2 and {1, 2} <= set(plan["workers"])
     one_thread = results["embedq"]["one_thread"]
     assert {(r["corpus"], r["workers"]) for r in one_thread} == {("passages", 1)}
-    for r in [*runs, *one_thread, results["embedq"]["with_flush"]]:
+    encode_bound = results["embedq"]["encode_bound"]
+    assert [(r["corpus"], r["workers"], r["word_cache"]) for r in encode_bound] == [
+        ("passages", min(plan["workers"]), 0),
+        ("passages", max(plan["workers"]), 0),
+    ]
+    for r in [*runs, *one_thread, *encode_bound, results["embedq"]["with_flush"]]:
         assert r["cpu_ms_per_text"] > 0 and r["cpu_seconds"]["workers"] > 0
         assert r["verified"] and r["stored"] == r["texts"] and r["texts_per_s"] > 0
 
@@ -100,6 +105,8 @@ def test_quick_benchmark_writes_every_figure(tmp_path: Path) -> None:
         assert ratios[corpus]["embedq_vs_limit_word_cache"] is not None
         assert ratios[corpus]["workers_scaling"]["best"] is not None
     assert ratios["small_stream_vs_large_batch"]["ratio"] is not None
+    for pair in ratios["scaling"].values():
+        assert pair["ratio"] > 0 and pair["cores_busy_at_one"] > 0 and pair["ceiling"] > 0
 
     # ... each target with its wanted value, its measured value and met or missed
     targets = {t["name"]: t for t in results["targets"]}
@@ -108,6 +115,7 @@ def test_quick_benchmark_writes_every_figure(tmp_path: Path) -> None:
         assert target["target"] and target["description"]
         assert isinstance(target["measured"], int | float)
         assert isinstance(target["met"], bool)
+    assert targets["workers_scaling_passages"]["ceiling"] > 0
 
     # ... and the plot is a PNG
     png = out / "latest.png"
