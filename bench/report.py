@@ -326,6 +326,9 @@ def table(results: dict[str, Any]) -> str:
         for r in results["embedq"].get("one_thread", []):
             if r["corpus"] == corpus:
                 lines.append(row(f"(1 thread: w{r['workers']} b{r['batch_size']})", r))
+        for r in results["embedq"].get("encode_bound", []):
+            if r["corpus"] == corpus:
+                lines.append(row(f"(no word cache: w{r['workers']} b{r['batch_size']})", r))
         flushed = results["embedq"].get("with_flush")
         if flushed and flushed["corpus"] == corpus:
             label = f"(flush each: w{flushed['workers']} b{flushed['batch_size']})"
