@@ -27,22 +27,36 @@ def _best(runs: list[dict[str, Any]], corpus: str, workers: int | None = None) -
     return max(chosen, key=lambda r: r["texts_per_s"], default={})
 
 
+def _cpu_ms_per_text(run: dict[str, Any]) -> float | None:
+    cpu = sum(run.get("cpu_seconds", {}).values())
+    return cpu * 1000 / run["texts"] if cpu > 0 and run.get("texts") else None
+
+
 def _scaling(lo: dict[str, Any], hi: dict[str, Any], cpus: int) -> dict[str, Any]:
-    """``hi``'s throughput over ``lo``'s (two runs with different worker counts), beside the
-    most this machine allows: ``lo`` kept ``cores`` busy in all (workers, Milvus, Redis,
-    producer), so at the same CPU per text no pool can go faster than ``cpus / cores`` times
-    ``lo``, nor than the ratio of process counts."""
-    if not lo or not hi:
+    """``hi``'s throughput over ``lo``'s (runs with more and fewer worker processes), beside an
+    estimate of the most this machine allows: the whole stack (workers, Milvus, Redis,
+    producer) spends some CPU per text, so with all ``cpus`` busy no pool stores more than
+    ``cpus`` divided by that per second. Taken at the cheaper of the two runs' costs (two
+    processes may spend more or less per text than one), and never above the ratio of process
+    counts."""
+    if not lo or not hi or hi["workers"] <= lo["workers"]:
         return {}
     ratio = _ratio(hi["texts_per_s"], lo["texts_per_s"])
-    cores = sum(lo["cpu_seconds"].values()) / lo["seconds"]
-    ceiling = round(min(hi["workers"] / lo["workers"], cpus / cores), 3) if cores else None
+    costs = [_cpu_ms_per_text(lo), _cpu_ms_per_text(hi)]
+    known = [c for c in costs if c is not None]
+    ceiling = None
+    if known:
+        most = cpus * 1000 / min(known)  # texts/s with every CPU busy
+        ceiling = round(min(hi["workers"] / lo["workers"], most / lo["texts_per_s"]), 3)
     return {
         "workers": [lo["workers"], hi["workers"]],
         "batch_size": [lo["batch_size"], hi["batch_size"]],
         "texts_per_s": [lo["texts_per_s"], hi["texts_per_s"]],
         "ratio": ratio,
-        "cores_busy_at_one": round(cores, 3),
+        "cpu_ms_per_text": [None if c is None else round(c, 4) for c in costs],
+        "cores_busy": [
+            round(sum(r.get("cpu_seconds", {}).values()) / r["seconds"], 3) for r in (lo, hi)
+        ],
         "ceiling": ceiling,
         "of_ceiling": _ratio(ratio, ceiling),
     }
@@ -96,12 +110,12 @@ def _ratios(results: dict[str, Any]) -> dict[str, Any]:
     ratios["scaling"] = {
         "passages": _scaling(
             _best(embedq.get("one_thread", []), "passages"),
-            _best(runs, "passages", workers[-1]),
+            _best(runs, "passages", workers[-1] if workers else None),
             cpus,
         ),
         "passages_no_word_cache": _scaling(
-            min(uncached, key=lambda r: r["workers"], default={}),
-            max(uncached, key=lambda r: r["workers"], default={}),
+            _best(uncached, "passages", min((r["workers"] for r in uncached), default=None)),
+            _best(uncached, "passages", max((r["workers"] for r in uncached), default=None)),
             cpus,
         ),
     }
@@ -382,9 +396,9 @@ def table(results: dict[str, Any]) -> str:
             lines.append(
                 f"scaling {name} (one tokenizer thread per process): workers {pair['workers']} "
                 f"{pair['texts_per_s'][0]:,.1f} -> {pair['texts_per_s'][1]:,.1f} texts/s = "
-                f"{_fmt(pair['ratio'], '.2f')}x; one worker kept "
-                f"{pair['cores_busy_at_one']:.2f} of {results['machine']['cpus_usable']} cpus "
-                f"busy, so at most {_fmt(pair['ceiling'], '.2f')}x here "
+                f"{_fmt(pair['ratio'], '.2f')}x; cores busy {pair['cores_busy']} of "
+                f"{results['machine']['cpus_usable']}, cpu ms/text {pair['cpu_ms_per_text']}: "
+                f"at most {_fmt(pair['ceiling'], '.2f')}x here "
                 f"({_fmt(pair['of_ceiling'], '.0%')} of that)"
             )
     stream = ratios.get("small_stream_vs_large_batch")

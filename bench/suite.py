@@ -210,10 +210,9 @@ def run(plan: Plan, say: Say, keep: bool = False) -> dict[str, Any]:
             encode_bound: list[dict[str, Any]] = []
             for workers in sorted({lone, max(plan.workers)}):
                 say(f"scaling: passages without the word cache, {workers} worker process(es)")
-                env = {"EMBEDQ_MODEL__WORD_CACHE": "0"}
-                if workers == lone:
-                    env["TOKENIZERS_PARALLELISM"] = "false"
-                stack.start_workers(workers, **env)
+                stack.start_workers(
+                    workers, EMBEDQ_MODEL__WORD_CACHE="0", TOKENIZERS_PARALLELISM="false"
+                )
                 stack.warm_up(f"warmup_encode_bound_w{workers}", info, batches=2 * workers)
                 best = max(
                     (
