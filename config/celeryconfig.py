@@ -39,7 +39,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "task_time_limit": worker.time_limit,
         "task_soft_time_limit": worker.soft_time_limit,
+        # embedq's Redis transport (config/broker.py): atomic takes, node leases.
+        "broker_transport": "config.broker:Transport",
         "broker_transport_options": {
+            "embedq_atomic_fetch": worker.atomic_fetch,
+            "embedq_lease": worker.lease,
+            "embedq_recovery_interval": worker.recovery_interval,
+            "embedq_pause_after_take": worker.pause_after_take,
             "visibility_timeout": worker.visibility_timeout,
             # Sweep for messages of dead workers several times per visibility timeout (kombu's
             # default sweep is every 100 s, whatever the timeout).

@@ -262,6 +262,29 @@ class WorkerSettings(BaseModel):
         ge=10,
         description="Redis redelivers an unacknowledged task after this (s); > limit + backoff",
     )
+    lease: float = Field(
+        10.0,
+        ge=1.0,
+        le=3600.0,
+        description="a node that has not renewed its lease for this long is dead: its "
+        "in-flight batches go back to the queue (s)",
+    )
+    recovery_interval: float = Field(
+        2.0,
+        gt=0,
+        le=600.0,
+        description="how often a node renews its lease and looks for dead nodes' batches (s)",
+    )
+    atomic_fetch: bool = Field(
+        True,
+        description="take each message and record it as held in one Redis script; false = "
+        "kombu's BRPOP (a node killed mid-take can lose a batch)",
+    )
+    pause_after_take: float = Field(
+        0.0,
+        ge=0,
+        description="test-only fault point: seconds a node sleeps after taking a message",
+    )
     coalesce_texts: int | None = Field(
         None,
         ge=0,
@@ -296,6 +319,13 @@ class WorkerSettings(BaseModel):
         # is handed to a second worker: keep the timeout above both.
         # A retry waiting for its countdown may then wait for a busy process to finish its
         # task, hence two time limits.
+        # Two missed renewals must not pass for a death.
+        if self.recovery_interval * 3 > self.lease:
+            raise ValueError(
+                f"EMBEDQ_WORKER__RECOVERY_INTERVAL ({self.recovery_interval}) must be at most a "
+                f"third of EMBEDQ_WORKER__LEASE ({self.lease}), or a node that misses one "
+                "renewal is taken for dead"
+            )
         floor = 2 * self.time_limit + self.retry_backoff_max
         if self.visibility_timeout <= floor:
             raise ValueError(

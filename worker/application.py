@@ -6,12 +6,14 @@ import ctypes
 import ctypes.util
 import logging
 import os
+import socket
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from celery import Celery, signals
 
+from config.broker import messages_restored, new_node_id
 from config.celeryconfig import make_celery
 from config.contract import served_queues
 from config.errors import ConfigError, ModelLoadError
@@ -66,6 +68,12 @@ def create_app(settings: Settings) -> Celery:
         import model2vec  # noqa: F401
         import pymilvus  # noqa: F401
 
+        # This run's identity in Redis, before the consumer connects and the pool forks: the
+        # consumer's takes, the pool's coalesced takes and the lease all name it.
+        node = new_node_id(str(getattr(sender, "hostname", "") or socket.gethostname()))
+        options = dict(app.conf.broker_transport_options or {})
+        app.conf.broker_transport_options = {**options, "embedq_node": node}
+        log.info("node %s: lease %.0fs", node, settings.worker.lease)
         # Also before forking, so that every pool process records into the same folder.
         exporter = metrics.Exporter.serve(settings, consumed_queues)
         if exporter is not None:
@@ -93,7 +101,11 @@ def create_app(settings: Settings) -> Celery:
         name = getattr(sender, "name", "")
         record_failure(settings, str(name), dict(kwargs or {}), exception, task_id or "")
 
+    def on_restored(sender: Any = None, count: int = 0, **_: Any) -> None:
+        metrics.record_recovered(count)
+
     # weak=False: the receivers are closures and must live as long as the app.
+    messages_restored.connect(on_restored, weak=False)
     signals.worker_init.connect(start_node, weak=False)
     signals.worker_process_init.connect(open_resources, weak=False)
     signals.worker_process_shutdown.connect(close_resources, weak=False)

@@ -5,13 +5,14 @@ The task Celery handed over takes more messages straight from its queue, up to a
 texts, and they are embedded together.
 
 Taking a message moves it, in one atomic step (a Lua script), from the queue into the broker's
-set of unacknowledged messages, in the layout kombu's Redis transport uses for its own
-deliveries: a process killed at any moment leaves each message either in the queue or
-unacknowledged, never nowhere. A taken message is acknowledged once its rows are stored and its
-progress recorded, and given back to the head of its queue on any failure; one whose process
-died is redelivered by the workers' consumers after the visibility timeout, like the messages of
-a lost host. Anything that is not a plain small embed batch (a retry waiting for its time, an
-oversized, pickled or malformed message) is given back untouched, for the guarded consumer.
+set of unacknowledged messages, in the layout of embedq's transport (config/broker.py), recorded
+as held by this node and process: a process killed at any moment leaves each message either in
+the queue or held, never nowhere. A taken message is acknowledged once its rows are stored and
+its progress recorded, and given back to the head of its queue on any failure; one whose process
+died goes back when its node notices (the node's next lease tick), one whose node died when the
+node's lease runs out. Anything that is not a plain small embed batch (a retry waiting for its
+time, an oversized, pickled or malformed message) is given back untouched, for the guarded
+consumer.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -27,23 +29,25 @@ import redis
 from celery import Celery
 from pydantic import ValidationError
 
+from config.broker import HOLDER_KEY, forget, give_back, held_key
 from config.contract import TASK_EMBED, BatchMessage
 
 __all__ = ["Coalescer", "Taken"]
 
 log = logging.getLogger(__name__)
 
-# KEYS: the queue's lists (by priority, first served first), the unacked hash, its index.
-# ARGV: now, room (texts), the embed task's name, the size of a full batch (0: none). Takes,
+# KEYS: the queue's lists (by priority, first served first), the unacked hash, its index, the
+# holder hash, this node's held hash. ARGV: now, room (texts), the embed task's name, the size
+# of a full batch (0: none), the node ('' = none), this process's pid. Takes,
 # oldest first, the messages of that task that fit in the room and are not full batches (by the
 # producer's embedq_texts header; 1 when absent), and stops at the first that does not fit or
 # is not such a message (it stays in the queue, untouched).
 # Returns {item, list, item, list, ...}.
 _TAKE = """
-local unacked, index = KEYS[#KEYS - 1], KEYS[#KEYS]
+local unacked, index, holder, held = KEYS[#KEYS - 3], KEYS[#KEYS - 2], KEYS[#KEYS - 1], KEYS[#KEYS]
 local room, full = tonumber(ARGV[2]), tonumber(ARGV[4])
 local out = {}
-for i = 1, #KEYS - 2 do
+for i = 1, #KEYS - 4 do
   while room > 0 do
     local item = redis.call('LINDEX', KEYS[i], -1)
     if not item then break end
@@ -63,6 +67,10 @@ for i = 1, #KEYS - 2 do
     redis.call('ZADD', index, ARGV[1], tag)
     redis.call('HSET', unacked, tag, '[' .. item .. ',' .. cjson.encode(delivery['exchange'])
       .. ',' .. cjson.encode(delivery['routing_key']) .. ']')
+    if ARGV[5] ~= '' then
+      redis.call('HSET', holder, tag, ARGV[5])
+      redis.call('HSET', held, tag, ARGV[6] .. ' ' .. #item .. ' ' .. KEYS[i])
+    end
     out[#out + 1] = item
     out[#out + 1] = KEYS[i]
     room = room - texts
@@ -125,9 +133,17 @@ class Coalescer:
         client: redis.Redis = channel.client
         # kombu keeps a queue's messages of each priority step in a list of its own.
         lists = list(dict.fromkeys(channel._q_for_pri(queue, p) for p in channel.priority_steps))
-        keys = [*lists, channel.unacked_key, channel.unacked_index_key]
+        node = channel.embedq_node
+        keys = [
+            *lists,
+            channel.unacked_key,
+            channel.unacked_index_key,
+            HOLDER_KEY,
+            held_key(node),
+        ]
         # One round trip takes them all; each is then read in full here.
-        found = self._take(keys=keys, args=[time.time(), room, TASK_EMBED, full], client=client)
+        args = [time.time(), room, TASK_EMBED, full, node, os.getpid()]
+        found = self._take(keys=keys, args=args, client=client)
         pairs = [(found[n], _text(found[n + 1])) for n in range(0, len(found), 2)]
         taken: list[Taken] = []
         for n, (item, source) in enumerate(pairs):
@@ -179,6 +195,7 @@ class Coalescer:
         pipe = channel.client.pipeline()
         pipe.zrem(channel.unacked_index_key, *tags)
         pipe.hdel(channel.unacked_key, *tags)
+        forget(pipe, channel.embedq_node, tags)
         pipe.execute()
 
     def give_back(self, taken: Taken) -> None:
@@ -186,6 +203,15 @@ class Coalescer:
         self._give_back(channel, taken.tag, taken.item, taken.source)
 
     def _give_back(self, channel: Any, tag: str, item: bytes, source: str) -> None:
+        if channel.embedq_node:
+            give_back(
+                channel.client,
+                channel.embedq_node,
+                [tag],
+                channel.unacked_key,
+                channel.unacked_index_key,
+            )
+            return
         keys = [channel.unacked_key, channel.unacked_index_key, source]
         self._give_back_script(keys=keys, args=[tag, item], client=channel.client)
 

@@ -30,7 +30,14 @@ from config.settings import Settings
 if TYPE_CHECKING:
     from worker.batch import BatchOutcome
 
-__all__ = ["Exporter", "record_batches", "record_dead_letter", "record_failure", "record_retry"]
+__all__ = [
+    "Exporter",
+    "record_batches",
+    "record_dead_letter",
+    "record_failure",
+    "record_recovered",
+    "record_retry",
+]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +65,10 @@ class _Pipeline:
         self.retries = Counter("embedq_batch_retries", "Batch attempts that will be retried")
         self.dead_letters = Counter(
             "embedq_dead_letters_written", "Dead letters written, by kind", ["kind"]
+        )
+        self.recovered = Counter(
+            "embedq_recovered_messages",
+            "Messages given back to their queue because the node or process holding them died",
         )
         self.encode = Histogram(
             "embedq_encode_seconds", "Encoding one batch", ["model"], buckets=_BUCKETS
@@ -103,6 +114,11 @@ def record_retry() -> None:
 def record_failure() -> None:
     if _pipeline is not None:
         _pipeline.batches.labels("failed").inc()
+
+
+def record_recovered(count: int) -> None:
+    if _pipeline is not None and count:
+        _pipeline.recovered.inc(count)
 
 
 def record_dead_letter(kind: str) -> None:

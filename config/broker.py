@@ -1,0 +1,530 @@
+"""embedq's Redis transport for kombu: a message is recorded as held by its node in the same
+atomic step that takes it, every worker node keeps a lease, and the messages of a node whose
+lease has run out go back to their queues within seconds.
+
+kombu's Redis transport takes a message with BRPOP and records it as unacknowledged in a second
+round trip (kombu #305, #1836; celery #4354, #7950): a node killed between the two loses the
+message for good, and a message that was recorded waits for the visibility timeout (an hour by
+default) before anyone else may run it. Here:
+
+- **Taking** is one Lua script over the consumer's queues (in kombu's order: priority, then
+  round robin): the first message found is moved into kombu's ``unacked`` hash and index, in
+  kombu's own layout, and recorded under the node that takes it. Scripts cannot block, so when
+  every queue is empty the channel waits on a small stream per queue (its *bell*), which
+  publishers through this transport ring after each push; a message pushed by any other client
+  is still seen within ``brpop_timeout`` (1 s), when the wait ends.
+- **Leases**: a worker node's main process renews its lease every ``embedq_recovery_interval``
+  seconds from its event loop (Redis's clock, so hosts' clocks do not matter) and, on the same
+  tick, returns to their queues (one Lua script, so each comes back once) the messages of every
+  node whose lease has expired, and those its own pool processes held when they died.
+- Acknowledging removes the record with the message, as kombu's acknowledgement does. The
+  visibility timeout stays as the last resort, for messages of a client without a node.
+
+This reaches into kombu's Redis transport (its channel, QoS, poller and key layout), so it lives
+here and nowhere else; ``pyproject.toml`` bounds kombu, and ``EMBEDQ_WORKER__ATOMIC_FETCH=false``
+gives kombu's own BRPOP path back (leases then cover only the dynamic batcher's messages).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from time import monotonic
+from typing import Any
+
+import redis
+from celery.utils.dispatch import Signal
+from kombu.utils.encoding import bytes_to_str as _bytes_to_str
+from kombu.utils.json import dumps as _dumps
+from kombu.utils.json import loads as _loads
+
+__all__ = [
+    "BELL_PREFIX",
+    "HELD_PREFIX",
+    "HOLDER_KEY",
+    "NODES_KEY",
+    "Channel",
+    "Restored",
+    "Transport",
+    "bell_key",
+    "held_key",
+    "messages_restored",
+    "new_node_id",
+    "renew_lease",
+    "restore_dead_children",
+    "restore_dead_nodes",
+]
+
+log = logging.getLogger("embedq.broker")
+
+# kombu's transport internals are partly annotated, and not as a public API: typed as Any here.
+kombu_redis: Any = importlib.import_module("kombu.transport.redis")
+virtual: Any = importlib.import_module("kombu.transport.virtual")
+bytes_to_str: Callable[[Any], str] = _bytes_to_str
+dumps: Callable[[Any], str] = _dumps
+loads: Callable[[str], Any] = _loads
+
+#: Sorted set: node -> the Redis time (ms) its lease runs out.
+NODES_KEY = "embedq:nodes"
+#: Hash: delivery tag -> the node holding that message.
+HOLDER_KEY = "embedq:holder"
+#: One hash per node: delivery tag -> "<pid> <bytes of the message> <list it came from>".
+HELD_PREFIX = "embedq:held:"
+#: One stream per queue, rung after each push so that idle consumers wake up.
+BELL_PREFIX = "embedq:bell:"
+#: Entries a bell keeps (approximately): it is a wake-up call, not a log.
+BELL_LENGTH = 64
+
+#: Sent (``sender`` = node id) after messages were given back: ``count`` of them, held by
+#: ``holder`` (a dead node, or "<node> pid <pid>" for a dead pool process).
+messages_restored = Signal(name="embedq_messages_restored", providing_args={"holder", "count"})
+
+
+def held_key(node: str) -> str:
+    return HELD_PREFIX + node
+
+
+def bell_key(queue: str) -> str:
+    return BELL_PREFIX + queue
+
+
+def new_node_id(hostname: str) -> str:
+    """A node's identity for one run: a restarted node is a new node, so that the messages
+    its previous run held are restored instead of looking held by a live lease."""
+    return f"{hostname}/{os.getpid()}/{os.urandom(4).hex()}"
+
+
+# Shared Lua: unwrap an unacked entry written by TAKE ("[" item "," exchange "," key "]") with
+# the item's length from the held record, push it back where it came from, ring its bell.
+_PUSH_BACK = """
+local function push_back(entry, length, list, bell_prefix, sep)
+  local item
+  if length > 0 and string.sub(entry, 1, 1) == '[' then
+    item = string.sub(entry, 2, 1 + length)
+  else
+    item = cjson.encode(cjson.decode(entry)[1])
+  end
+  redis.call('RPUSH', list, item)
+  local cut = string.find(list, sep, 1, true)
+  local queue = cut and string.sub(list, 1, cut - 1) or list
+  redis.call('XADD', bell_prefix .. queue, 'MAXLEN', '~', BELL_LENGTH, '*', 'r', '1')
+end
+""".replace("BELL_LENGTH", str(BELL_LENGTH))
+
+# KEYS: the lists to try in order, unacked, unacked_index, holder, held, then the bells.
+# ARGV: now, node ('' = record nothing beyond kombu's entry), pid, number of lists.
+# Returns {list, item} for the first message found, else {false, last id of each bell}.
+_TAKE = """
+local nlists = tonumber(ARGV[4])
+local unacked, index = KEYS[nlists + 1], KEYS[nlists + 2]
+local holder, held = KEYS[nlists + 3], KEYS[nlists + 4]
+for i = 1, nlists do
+  local item = redis.call('RPOP', KEYS[i])
+  if item then
+    local ok, message = pcall(cjson.decode, item)
+    local props = ok and type(message) == 'table' and message['properties']
+    local tag = type(props) == 'table' and props['delivery_tag']
+    local delivery = type(props) == 'table' and props['delivery_info']
+    if type(tag) == 'string' and type(delivery) == 'table' then
+      redis.call('ZADD', index, ARGV[1], tag)
+      redis.call('HSET', unacked, tag, '[' .. item .. ',' .. cjson.encode(delivery['exchange'])
+        .. ',' .. cjson.encode(delivery['routing_key']) .. ']')
+      if ARGV[2] ~= '' then
+        redis.call('HSET', holder, tag, ARGV[2])
+        redis.call('HSET', held, tag, ARGV[3] .. ' ' .. #item .. ' ' .. KEYS[i])
+      end
+    end
+    return {KEYS[i], item}
+  end
+end
+local ids = {}
+for i = nlists + 5, #KEYS do
+  local last = redis.call('XREVRANGE', KEYS[i], '+', '-', 'COUNT', 1)
+  ids[#ids + 1] = last[1] and last[1][1] or '0-0'
+end
+return {false, ids}
+"""
+
+# KEYS: nodes. ARGV: node, lease (ms), info. Returns the lease's end (Redis time, ms).
+_RENEW = """
+local t = redis.call('TIME')
+local until_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[2])
+redis.call('ZADD', KEYS[1], until_ms, ARGV[1])
+return until_ms
+"""
+
+# KEYS: nodes, holder, unacked, unacked_index. ARGV: the caller's node, held prefix, bell
+# prefix, kombu's priority separator. Every node whose lease has run out (by Redis's clock):
+# each message it still holds goes back to the head of the list it came from, and the node's
+# records go. Returns {node, count, node, count, ...}.
+_RESTORE_DEAD = (
+    _PUSH_BACK
+    + """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out = {}
+for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
+  if node ~= ARGV[1] then
+    local held = ARGV[2] .. node
+    local entries = redis.call('HGETALL', held)
+    local count = 0
+    for i = 1, #entries, 2 do
+      local tag = entries[i]
+      if redis.call('HGET', KEYS[2], tag) == node then
+        local _, length, list = string.match(entries[i + 1], '^(%d+) (%d+) (.*)$')
+        local entry = redis.call('HGET', KEYS[3], tag)
+        redis.call('HDEL', KEYS[2], tag)
+        redis.call('HDEL', KEYS[3], tag)
+        redis.call('ZREM', KEYS[4], tag)
+        if entry and list then
+          push_back(entry, tonumber(length), list, ARGV[3], ARGV[4])
+          count = count + 1
+        end
+      end
+    end
+    redis.call('DEL', held)
+    redis.call('ZREM', KEYS[1], node)
+    out[#out + 1] = node
+    out[#out + 1] = count
+  end
+end
+return out
+"""
+)
+
+# KEYS: holder, unacked, unacked_index, the node's held hash. ARGV: node, bell prefix, sep,
+# then tags. Gives back the messages of those tags the node still holds; forgets the rest of
+# them (acknowledged, or taken over by another node). Returns how many went back.
+_GIVE_BACK = (
+    _PUSH_BACK
+    + """
+local count = 0
+for i = 4, #ARGV do
+  local tag = ARGV[i]
+  local record = redis.call('HGET', KEYS[4], tag)
+  redis.call('HDEL', KEYS[4], tag)
+  if record and redis.call('HGET', KEYS[1], tag) == ARGV[1] then
+    local _, length, list = string.match(record, '^(%d+) (%d+) (.*)$')
+    local entry = redis.call('HGET', KEYS[2], tag)
+    redis.call('HDEL', KEYS[1], tag)
+    redis.call('HDEL', KEYS[2], tag)
+    redis.call('ZREM', KEYS[3], tag)
+    if entry and list then
+      push_back(entry, tonumber(length), list, ARGV[2], ARGV[3])
+      count = count + 1
+    end
+  end
+end
+return count
+"""
+)
+
+
+@dataclass(frozen=True)
+class Restored:
+    """Messages given back to their queues, and who held them."""
+
+    holder: str
+    count: int
+
+
+def renew_lease(client: redis.Redis, node: str, lease_seconds: float) -> None:
+    client.eval(_RENEW, 1, NODES_KEY, node, int(lease_seconds * 1000), "")
+
+
+def restore_dead_nodes(
+    client: redis.Redis, own: str = "", unacked: str = "unacked", index: str = "unacked_index"
+) -> list[Restored]:
+    """Give back the messages of every node whose lease has run out (``own`` excepted)."""
+    sep = kombu_redis.Channel.sep
+    keys = [NODES_KEY, HOLDER_KEY, unacked, index]
+    found = client.eval(_RESTORE_DEAD, len(keys), *keys, own, HELD_PREFIX, BELL_PREFIX, sep)
+    pairs = [(bytes_to_str(found[i]), int(found[i + 1])) for i in range(0, len(found), 2)]
+    return [Restored(node, count) for node, count in pairs]
+
+
+def restore_dead_children(
+    client: redis.Redis,
+    node: str,
+    main_pid: int,
+    alive: Callable[[int], bool],
+    unacked: str = "unacked",
+    index: str = "unacked_index",
+) -> list[Restored]:
+    """Give back what this node's pool processes held when they died (the node itself lives,
+    so its lease would keep them held); also forgets records another node took over."""
+    held = held_key(node)
+    dead: dict[int, list[str]] = {}
+    stale: list[str] = []
+    holders = client.hgetall(held)
+    tags = list(holders)
+    owners = client.hmget(HOLDER_KEY, tags) if tags else []
+    for (tag, record), owner in zip(holders.items(), owners, strict=True):
+        if owner is None or bytes_to_str(owner) != node:
+            stale.append(bytes_to_str(tag))
+            continue
+        pid = int(bytes_to_str(record).split(" ", 1)[0])
+        if pid != main_pid and not alive(pid):
+            dead.setdefault(pid, []).append(bytes_to_str(tag))
+    if stale:
+        client.hdel(held, *stale)
+    out = []
+    sep = kombu_redis.Channel.sep
+    for pid, pid_tags in dead.items():
+        keys = [HOLDER_KEY, unacked, index, held]
+        args = [node, BELL_PREFIX, sep, *pid_tags]
+        count = int(client.eval(_GIVE_BACK, len(keys), *keys, *args))
+        out.append(Restored(f"{node} pid {pid}", count))
+    return out
+
+
+def give_back(
+    client: redis.Redis,
+    node: str,
+    tags: Sequence[str],
+    unacked: str = "unacked",
+    index: str = "unacked_index",
+) -> int:
+    """Give back messages this node holds, to the head of their lists."""
+    if not tags:
+        return 0
+    keys = [HOLDER_KEY, unacked, index, held_key(node)]
+    sep = kombu_redis.Channel.sep
+    return int(client.eval(_GIVE_BACK, len(keys), *keys, node, BELL_PREFIX, sep, *tags))
+
+
+def forget(pipe: Any, node: str, tags: Iterable[str]) -> Any:
+    """Add to ``pipe`` the removal of the holder records of acknowledged messages."""
+    tags = list(tags)
+    if node and tags:
+        pipe.hdel(HOLDER_KEY, *tags).hdel(held_key(node), *tags)
+    return pipe
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class QoS(kombu_redis.QoS):  # type: ignore[misc]
+    """kombu's acknowledgement emulation, for messages the take script already recorded."""
+
+    channel: Channel
+
+    def append(self, message: Any, delivery_tag: str) -> None:
+        if self.channel.recorded_tags.pop(delivery_tag, False):
+            virtual.QoS.append(self, message, delivery_tag)
+        else:
+            super().append(message, delivery_tag)
+
+    def _remove_from_indices(self, delivery_tag: str, pipe: Any = None) -> Any:
+        pipe = super()._remove_from_indices(delivery_tag, pipe)
+        return forget(pipe, self.channel.embedq_node, [delivery_tag])
+
+
+class Channel(kombu_redis.Channel):  # type: ignore[misc]
+    """kombu's Redis channel with an atomic take (see the module's docstring)."""
+
+    QoS = QoS
+
+    #: Transport options (``broker_transport_options``), set by kombu on each channel.
+    embedq_node = ""
+    embedq_atomic_fetch = True
+    embedq_lease = 10.0
+    embedq_recovery_interval = 2.0
+    #: Test-only fault point: after taking a message, sleep this long before handing it on.
+    embedq_pause_after_take = 0.0
+
+    from_transport_options = (
+        *kombu_redis.Channel.from_transport_options,
+        "embedq_node",
+        "embedq_atomic_fetch",
+        "embedq_lease",
+        "embedq_recovery_interval",
+        "embedq_pause_after_take",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.global_keyprefix:
+            raise ValueError("embedq's Redis transport does not support global_keyprefix")
+        #: Tags the take script recorded, not yet through QoS.append.
+        self.recorded_tags: dict[str, bool] = {}
+        #: While waiting on the bells: the queues' names (the reply is a bell, not a message).
+        self._bell_wait: list[str] | None = None
+
+    # -- publishing: push, then ring the queue's bell ----------------------------------------
+
+    def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
+        publish_batch = kwargs.get("_publish_batch")
+        if publish_batch is not None:
+            super()._put(queue, message, **kwargs)
+            publish_batch.add("xadd", bell_key(queue), {"m": 1}, "*", BELL_LENGTH, True)
+            return
+        # kombu's push and the bell in one round trip, the bell after the push.
+        key = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))
+        with self.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
+            pipe.lpush(key, dumps(message))
+            if self._expires and queue in self._expires:
+                for pri in self.priority_steps:
+                    pipe.pexpire(self._q_for_pri(queue, pri), self._expires[queue])
+            pipe.xadd(bell_key(queue), {"m": 1}, maxlen=BELL_LENGTH, approximate=True)
+            pipe.execute()
+
+    # -- consuming: take atomically, wait on the bells ---------------------------------------
+
+    def _brpop_start(self, timeout: float | None = None) -> None:
+        if not self.embedq_atomic_fetch:
+            super()._brpop_start(timeout)
+            return None
+        queues = self._queue_cycle.consume(len(self.active_queues))
+        if not queues:
+            return None
+        lists = list(
+            dict.fromkeys(self._q_for_pri(q, pri) for pri in self.priority_steps for q in queues)
+        )
+        node = self.embedq_node
+        keys = [
+            *lists,
+            self.unacked_key,
+            self.unacked_index_key,
+            HOLDER_KEY,
+            held_key(node),
+            *(bell_key(q) for q in queues),
+        ]
+        args = [time.time(), node, os.getpid(), len(lists)]
+        self._queues_asked = list(queues)
+        self._in_poll = self.client.connection
+        self._brpop_sent_at = monotonic()
+        self.client.connection.send_command("EVAL", _TAKE, len(keys), *keys, *args)
+        return None
+
+    def _wait_for_bells(self, queues: list[str], ids: list[Any]) -> None:
+        timeout = self.brpop_timeout or 1
+        bells = [bell_key(q) for q in queues]
+        self._bell_wait = queues
+        self._in_poll = self.client.connection
+        self._brpop_sent_at = monotonic()
+        self.client.connection.send_command(
+            "XREAD", "BLOCK", int(timeout * 1000), "STREAMS", *bells, *ids
+        )
+
+    def _brpop_read(self, **options: Any) -> bool:
+        if not self.embedq_atomic_fetch:
+            return bool(super()._brpop_read(**options))
+        waiting, self._bell_wait = self._bell_wait, None
+        try:
+            try:
+                reply = self.client.parse_response(self.client.connection, "EMBEDQ_TAKE", **options)
+            except self.connection_errors:
+                self.client.connection.disconnect()
+                raise
+            if waiting is not None:
+                raise virtual.Empty()  # a bell rang, or the wait ended: take again
+            where, item = reply
+            if not where:  # Lua's false: nil in RESP2, a boolean in RESP3
+                self._wait_for_bells(self._queues_asked, list(item))
+                raise virtual.Empty()
+            queue = bytes_to_str(where).rsplit(self.sep, 1)[0]
+            self._queue_cycle.rotate(queue)
+            try:
+                payload = loads(bytes_to_str(item))
+                tag = payload["properties"]["delivery_tag"]
+            except Exception:
+                log.error("dropped a message that is not a kombu message: %r", item[:200])
+                raise virtual.Empty() from None
+            self.recorded_tags[tag] = True
+            if self.embedq_pause_after_take:
+                log.warning("fault point: paused after taking %s", tag)
+                time.sleep(self.embedq_pause_after_take)
+            self.connection._deliver(payload, queue)
+            return True
+        finally:
+            if self._bell_wait is None:
+                self._in_poll = None
+                self._flush_brpop_reauth()
+
+    def _get(self, queue: str, timeout: float | None = None) -> Any:
+        # basic_get (synchronous): the same atomic take, without waiting.
+        if not self.embedq_atomic_fetch:
+            return super()._get(queue)
+        lists = [self._q_for_pri(queue, pri) for pri in self.priority_steps]
+        lists = list(dict.fromkeys(lists))
+        node = self.embedq_node
+        keys = [*lists, self.unacked_key, self.unacked_index_key, HOLDER_KEY, held_key(node)]
+        with self.conn_or_acquire() as client:
+            where, item = client.eval(
+                _TAKE, len(keys), *keys, time.time(), node, os.getpid(), len(lists)
+            )
+        if not where:  # Lua's false: nil in RESP2, a boolean in RESP3
+            raise virtual.Empty()
+        payload = loads(bytes_to_str(item))
+        self.recorded_tags[payload["properties"]["delivery_tag"]] = True
+        return payload
+
+
+class Transport(kombu_redis.Transport):  # type: ignore[misc]
+    """kombu's Redis transport with embedq's channel and, in a worker node's main process,
+    its lease and the recovery of dead nodes' messages."""
+
+    Channel = Channel
+
+    def register_with_event_loop(self, connection: Any, loop: Any) -> None:
+        super().register_with_event_loop(connection, loop)
+        options = connection.client.transport_options
+        node = str(options.get("embedq_node") or "")
+        old = getattr(self.cycle, "_embedq_lease_tref", None)
+        if old is not None:
+            old.cancel()
+        if not node:
+            return
+        lease = float(options.get("embedq_lease", Channel.embedq_lease))
+        interval = float(options.get("embedq_recovery_interval", Channel.embedq_recovery_interval))
+        tick = self._lease_tick(node, lease)
+        tick()  # at once: a node starting up returns what dead nodes held before it consumes
+        self.cycle._embedq_lease_tref = loop.call_repeatedly(interval, tick)
+
+    def _lease_tick(self, node: str, lease: float) -> Callable[[], None]:
+        cycle = self.cycle
+        main_pid = os.getpid()
+
+        def tick() -> None:
+            channel = next(iter(cycle._channels), None)
+            if channel is None:
+                return
+            try:
+                with channel.conn_or_acquire() as client:
+                    renew_lease(client, node, lease)
+                    restored = restore_dead_nodes(
+                        client, node, channel.unacked_key, channel.unacked_index_key
+                    )
+                    restored += restore_dead_children(
+                        client,
+                        node,
+                        main_pid,
+                        _pid_alive,
+                        channel.unacked_key,
+                        channel.unacked_index_key,
+                    )
+            except channel.connection_errors:
+                log.debug("lease: Redis did not answer; trying again", exc_info=True)
+                return
+            for found in restored:
+                if found.count:
+                    log.warning(
+                        "recovered %d message(s) held by %s, which is gone",
+                        found.count,
+                        found.holder,
+                    )
+                messages_restored.send(sender=node, holder=found.holder, count=found.count)
+
+        return tick
