@@ -116,7 +116,8 @@ end
 """.replace("BELL_LENGTH", str(BELL_LENGTH))
 
 # KEYS: the lists to try in order, unacked, unacked_index, holder, held, then the bells.
-# ARGV: now, node ('' = record nothing beyond kombu's entry), pid, number of lists.
+# ARGV: now, node ('' = record nothing beyond kombu's entry), pid, number of lists, a '0' or
+# '1' per list ('1': its consumer acknowledges nothing, so nothing is recorded).
 # Returns {list, item} for the first message found, else {false, last id of each bell}.
 _TAKE = """
 local nlists = tonumber(ARGV[4])
@@ -124,6 +125,7 @@ local unacked, index = KEYS[nlists + 1], KEYS[nlists + 2]
 local holder, held = KEYS[nlists + 3], KEYS[nlists + 4]
 for i = 1, nlists do
   local item = redis.call('RPOP', KEYS[i])
+  if item and string.sub(ARGV[5], i, i) == '1' then return {KEYS[i], item} end
   if item then
     local ok, message = pcall(cjson.decode, item)
     local props = ok and type(message) == 'table' and message['properties']
@@ -361,6 +363,35 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         self.recorded_tags: dict[str, bool] = {}
         #: While waiting on the bells: the queues' names (the reply is a bell, not a message).
         self._bell_wait: list[str] | None = None
+        self._queues_asked: list[str] = []
+        #: Queues whose consumer acknowledges nothing (Celery's control replies, say).
+        self._no_ack_queues: set[str] = set()
+
+    def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
+        if no_ack:
+            self._no_ack_queues.add(queue)
+        else:
+            self._no_ack_queues.discard(queue)
+        return super().basic_consume(queue, no_ack, *args, **kwargs)
+
+    def _take_args(self, queues: Sequence[str], no_ack: set[str]) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of the take script over ``queues``, in kombu's order (priority, then
+        queue): their lists, the records, then their bells."""
+        pairs = dict.fromkeys(
+            (self._q_for_pri(q, pri), q) for pri in self.priority_steps for q in queues
+        )
+        lists = [key for key, _ in pairs]
+        flags = "".join("1" if q in no_ack else "0" for _, q in pairs)
+        node = self.embedq_node
+        keys = [
+            *lists,
+            self.unacked_key,
+            self.unacked_index_key,
+            HOLDER_KEY,
+            held_key(node),
+            *(bell_key(q) for q in queues),
+        ]
+        return keys, [time.time(), node, os.getpid(), len(lists), flags]
 
     # -- publishing: push, then ring the queue's bell ----------------------------------------
 
@@ -389,19 +420,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         queues = self._queue_cycle.consume(len(self.active_queues))
         if not queues:
             return None
-        lists = list(
-            dict.fromkeys(self._q_for_pri(q, pri) for pri in self.priority_steps for q in queues)
-        )
-        node = self.embedq_node
-        keys = [
-            *lists,
-            self.unacked_key,
-            self.unacked_index_key,
-            HOLDER_KEY,
-            held_key(node),
-            *(bell_key(q) for q in queues),
-        ]
-        args = [time.time(), node, os.getpid(), len(lists)]
+        keys, args = self._take_args(queues, self._no_ack_queues)
         self._queues_asked = list(queues)
         self._in_poll = self.client.connection
         self._brpop_sent_at = monotonic()
@@ -442,7 +461,8 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             except Exception:
                 log.error("dropped a message that is not a kombu message: %r", item[:200])
                 raise virtual.Empty() from None
-            self.recorded_tags[tag] = True
+            if queue not in self._no_ack_queues:
+                self.recorded_tags[tag] = True
             if self.embedq_pause_after_take:
                 log.warning("fault point: paused after taking %s", tag)
                 time.sleep(self.embedq_pause_after_take)
@@ -453,23 +473,20 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
                 self._in_poll = None
                 self._flush_brpop_reauth()
 
-    def _get(self, queue: str, timeout: float | None = None) -> Any:
-        # basic_get (synchronous): the same atomic take, without waiting.
+    def basic_get(self, queue: str, no_ack: bool = False, **kwargs: Any) -> Any:
+        # The same atomic take, without waiting.
         if not self.embedq_atomic_fetch:
-            return super()._get(queue)
-        lists = [self._q_for_pri(queue, pri) for pri in self.priority_steps]
-        lists = list(dict.fromkeys(lists))
-        node = self.embedq_node
-        keys = [*lists, self.unacked_key, self.unacked_index_key, HOLDER_KEY, held_key(node)]
+            return super().basic_get(queue, no_ack, **kwargs)
+        keys, args = self._take_args([queue], {queue} if no_ack else set())
         with self.conn_or_acquire() as client:
-            where, item = client.eval(
-                _TAKE, len(keys), *keys, time.time(), node, os.getpid(), len(lists)
-            )
-        if not where:  # Lua's false: nil in RESP2, a boolean in RESP3
-            raise virtual.Empty()
-        payload = loads(bytes_to_str(item))
-        self.recorded_tags[payload["properties"]["delivery_tag"]] = True
-        return payload
+            where, item = client.eval(_TAKE, len(keys), *keys, *args)
+        if not where:
+            return None
+        message = self.Message(loads(bytes_to_str(item)), channel=self)
+        if not no_ack:
+            self.recorded_tags[message.delivery_tag] = True
+            self.qos.append(message, message.delivery_tag)
+        return message
 
 
 class Transport(kombu_redis.Transport):  # type: ignore[misc]
