@@ -98,20 +98,44 @@ def new_node_id(hostname: str) -> str:
     return f"{hostname}/{os.getpid()}/{os.urandom(4).hex()}"
 
 
-# Shared Lua: unwrap an unacked entry written by TAKE ("[" item "," exchange "," key "]") with
-# the item's length from the held record, push it back where it came from, ring its bell.
-_PUSH_BACK = """
-local function push_back(entry, length, list, bell_prefix, sep)
-  local item
-  if length > 0 and string.sub(entry, 1, 1) == '[' then
-    item = string.sub(entry, 2, 1 + length)
-  else
-    item = cjson.encode(cjson.decode(entry)[1])
+# Shared Lua. give_back(tags, node, held, holder, unacked, index, bell_prefix, sep): of these
+# tags, the messages still held by ``node`` go back to the head of the lists they came from,
+# the earliest taken at the very head (so a queue keeps its order), and each one's bell rings;
+# every record of them goes. The unacked entry was written by a take ("[" item "," exchange ","
+# key "]"); the held record ("<pid> <bytes> <list>") gives the item's length.
+_GIVE_BACK_LUA = """
+local function give_back(tags, node, held, holder, unacked, index, bell_prefix, sep)
+  local found = {}
+  for _, tag in ipairs(tags) do
+    local record = redis.call('HGET', held, tag)
+    redis.call('HDEL', held, tag)
+    if record and redis.call('HGET', holder, tag) == node then
+      local _, length, list = string.match(record, '^(%d+) (%d+) (.*)$')
+      local entry = redis.call('HGET', unacked, tag)
+      local score = tonumber(redis.call('ZSCORE', index, tag)) or 0
+      redis.call('HDEL', holder, tag)
+      redis.call('HDEL', unacked, tag)
+      redis.call('ZREM', index, tag)
+      if entry and list then
+        found[#found + 1] = {score, entry, tonumber(length), list}
+      end
+    end
   end
-  redis.call('RPUSH', list, item)
-  local cut = string.find(list, sep, 1, true)
-  local queue = cut and string.sub(list, 1, cut - 1) or list
-  redis.call('XADD', bell_prefix .. queue, 'MAXLEN', '~', BELL_LENGTH, '*', 'r', '1')
+  table.sort(found, function(a, b) return a[1] > b[1] end)
+  for _, f in ipairs(found) do
+    local entry, length, list = f[2], f[3], f[4]
+    local item
+    if length > 0 and string.sub(entry, 1, 1) == '[' then
+      item = string.sub(entry, 2, 1 + length)
+    else
+      item = cjson.encode(cjson.decode(entry)[1])
+    end
+    redis.call('RPUSH', list, item)
+    local cut = string.find(list, sep, 1, true)
+    local queue = cut and string.sub(list, 1, cut - 1) or list
+    redis.call('XADD', bell_prefix .. queue, 'MAXLEN', '~', BELL_LENGTH, '*', 'r', '1')
+  end
+  return #found
 end
 """.replace("BELL_LENGTH", str(BELL_LENGTH))
 
@@ -164,7 +188,7 @@ return until_ms
 # each message it still holds goes back to the head of the list it came from, and the node's
 # records go. Returns {node, count, node, count, ...}.
 _RESTORE_DEAD = (
-    _PUSH_BACK
+    _GIVE_BACK_LUA
     + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -172,22 +196,8 @@ local out = {}
 for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
   if node ~= ARGV[1] then
     local held = ARGV[2] .. node
-    local entries = redis.call('HGETALL', held)
-    local count = 0
-    for i = 1, #entries, 2 do
-      local tag = entries[i]
-      if redis.call('HGET', KEYS[2], tag) == node then
-        local _, length, list = string.match(entries[i + 1], '^(%d+) (%d+) (.*)$')
-        local entry = redis.call('HGET', KEYS[3], tag)
-        redis.call('HDEL', KEYS[2], tag)
-        redis.call('HDEL', KEYS[3], tag)
-        redis.call('ZREM', KEYS[4], tag)
-        if entry and list then
-          push_back(entry, tonumber(length), list, ARGV[3], ARGV[4])
-          count = count + 1
-        end
-      end
-    end
+    local count = give_back(redis.call('HKEYS', held), node, held, KEYS[2], KEYS[3], KEYS[4],
+      ARGV[3], ARGV[4])
     redis.call('DEL', held)
     redis.call('ZREM', KEYS[1], node)
     out[#out + 1] = node
@@ -202,26 +212,11 @@ return out
 # then tags. Gives back the messages of those tags the node still holds; forgets the rest of
 # them (acknowledged, or taken over by another node). Returns how many went back.
 _GIVE_BACK = (
-    _PUSH_BACK
+    _GIVE_BACK_LUA
     + """
-local count = 0
-for i = 4, #ARGV do
-  local tag = ARGV[i]
-  local record = redis.call('HGET', KEYS[4], tag)
-  redis.call('HDEL', KEYS[4], tag)
-  if record and redis.call('HGET', KEYS[1], tag) == ARGV[1] then
-    local _, length, list = string.match(record, '^(%d+) (%d+) (.*)$')
-    local entry = redis.call('HGET', KEYS[2], tag)
-    redis.call('HDEL', KEYS[1], tag)
-    redis.call('HDEL', KEYS[2], tag)
-    redis.call('ZREM', KEYS[3], tag)
-    if entry and list then
-      push_back(entry, tonumber(length), list, ARGV[2], ARGV[3])
-      count = count + 1
-    end
-  end
-end
-return count
+local tags = {}
+for i = 4, #ARGV do tags[#tags + 1] = ARGV[i] end
+return give_back(tags, ARGV[1], KEYS[4], KEYS[1], KEYS[2], KEYS[3], ARGV[2], ARGV[3])
 """
 )
 

@@ -64,7 +64,8 @@ for i = 1, #KEYS - 4 do
     local texts = math.max(1, tonumber(headers['embedq_texts']) or 1)
     if texts > room or (full > 0 and texts >= full) then return out end
     redis.call('RPOP', KEYS[i])
-    redis.call('ZADD', index, ARGV[1], tag)
+    -- 10 us apart, so that given back together they keep their order (config/broker.py)
+    redis.call('ZADD', index, tonumber(ARGV[1]) + #out * 0.000005, tag)
     redis.call('HSET', unacked, tag, '[' .. item .. ',' .. cjson.encode(delivery['exchange'])
       .. ',' .. cjson.encode(delivery['routing_key']) .. ']')
     if ARGV[5] ~= '' then
