@@ -4,6 +4,8 @@ that a test may kill, stop and restart."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import socket
 import sys
@@ -222,6 +224,14 @@ def running(stack: Stack) -> Iterator[Stack]:
         yield stack
     finally:
         stack.stop()
+
+
+def kill_node(node: Service, sig: int = signal.SIGKILL) -> None:
+    """Signal a worker node as a whole (its main process and its pool: one process group)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(node.pid, sig)
+    if sig == signal.SIGKILL:
+        node.wait_exit(timeout=60)
 
 
 def kill(service: Service, sig: int = signal.SIGKILL) -> None:

@@ -189,7 +189,8 @@ def test_messages_held_by_a_dead_pool_process_come_back(url: str, client: redis.
     # A pool process takes a message and is killed; the node lives on
     code = (
         "import sys; from tests.test_broker import connect, take; "
-        "c = connect(sys.argv[1], node='node'); take(c, sys.argv[2], 1); print('took', flush=True); "
+        "c = connect(sys.argv[1], node='node'); take(c, sys.argv[2], 1); "
+        "print('took', flush=True); "
         "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"
     )
     done = subprocess.run(

@@ -18,6 +18,7 @@ from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit
 
+from config.broker import restore_dead_nodes
 from config.celeryconfig import make_celery
 from config.connections import redis_client
 from config.contract import served_queues
@@ -93,8 +94,12 @@ def run_standalone(
         services.append(store)
         client = redis_client(settings.redis)
         store.wait_ready(lambda: bool(client.ping()), timeout=20, cancelled=stop.is_set)
-        client.close()
         _say(f"redis ready on {redis_host}:{redis_port} (AOF in {data / 'redis'})")
+        # Batches the previous run's workers held when it died go back to the queue now, if
+        # their lease has run out (the new workers look again every few seconds).
+        for found in restore_dead_nodes(client):
+            _say(f"recovered {found.count} batch(es) held by {found.holder}, which is gone")
+        client.close()
 
         milvus = Service(
             "milvus-lite",
