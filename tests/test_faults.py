@@ -218,12 +218,13 @@ def test_real_milvus_server_killed_then_stopped_while_two_processes_write(
     verify(stack, stopped, stopped_tag)
 
 
-def test_a_worker_paused_past_the_visibility_timeout_runs_its_batch_twice_harmlessly(
+def test_a_worker_paused_past_its_lease_runs_its_batch_twice_harmlessly(
     stack: Stack,
 ) -> None:
-    """A batch that runs far longer than usual: its worker is frozen (SIGSTOP) mid-batch past
-    the visibility timeout, so Redis hands the batch to a second worker; then the first wakes
-    up and finishes it too. The rows are written twice, stored once, counted once."""
+    """A node that is only paused: frozen (SIGSTOP, as a long GC pause or a network partition
+    would) mid-batch past its lease, so a second node gives its batch back to the queue and
+    stores it; then the first wakes up and finishes it too. The rows are written twice, stored
+    once, counted once, and nothing is an error."""
     settings = stack.settings()
     frozen = stack.start_worker("frozen", concurrency=1)
     collection = unique("paused")
@@ -238,9 +239,13 @@ def test_a_worker_paused_past_the_visibility_timeout_runs_its_batch_twice_harmle
     try:
         assert client.hlen("unacked") == 1
         assert job.status().batches_done == 0, "the batch finished before it could be frozen"
-        # After the visibility timeout (25 s) a second worker is given the same message.
-        stack.start_worker("rescuer", concurrency=1)
+        # Once the frozen node's lease (10 s) has run out, a second node restores the message
+        # and stores it: well before the visibility timeout (25 s here)
+        frozen_at = time.monotonic()
+        rescuer = stack.start_worker("rescuer", concurrency=1)
         assert job.wait(timeout=120).texts_stored == 10_000
+        assert time.monotonic() - frozen_at < 25
+        assert b"recovered 1 message(s) held by frozen@" in rescuer.output()
     finally:
         os.killpg(frozen.pid, signal.SIGCONT)
         client.close()
@@ -249,5 +254,11 @@ def test_a_worker_paused_past_the_visibility_timeout_runs_its_batch_twice_harmle
         return b"".join(w.output() for w in stack.workers).count(f"job_id={job.id}".encode())
 
     wait_until(lambda: runs() >= 2, 60, "the frozen worker to finish the batch as well")
-    assert job.status().texts_stored == 10_000  # counted once
+    state = job.status()
+    assert state.texts_stored == 10_000 and state.batches_done == 1 and state.ok  # counted once
     assert stack.count(collection) == 10_000  # stored once
+    time.sleep(2)  # its acknowledgement
+    client = redis.Redis(port=stack.redis_port)
+    assert client.zcard("embedq:dead") == 0 and client.hlen("unacked") == 0
+    client.close()
+    assert b"ERROR" not in frozen.output()

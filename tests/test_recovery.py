@@ -23,6 +23,7 @@ from config.broker import HOLDER_KEY
 from producer import EmbeddingProducer
 from tests.conftest import ROOT, process_env, unique
 from tests.stack import Stack, kill_node, running, wait_until
+from tests.test_metrics import scrape, total
 from tests.workload import N, assert_clean, mid_run, submit, verify
 from worker.services import Service, free_port, port_is_free
 
@@ -72,7 +73,8 @@ def test_a_node_killed_right_after_taking_a_batch_loses_nothing(stack: Stack) ->
     # When the node is SIGKILLed there, and another node starts
     kill_node(paused)
     killed = time.monotonic()
-    rescuer = stack.start_worker("rescuer", concurrency=1)
+    port = free_port()
+    rescuer = stack.start_worker("rescuer", concurrency=1, EMBEDQ_METRICS__PORT=str(port))
     # Then the message comes back and every batch is stored, once
     state = job.wait(timeout=120)
     seconds = time.monotonic() - killed
@@ -80,6 +82,7 @@ def test_a_node_killed_right_after_taking_a_batch_loses_nothing(stack: Stack) ->
     assert state.ok and state.texts_stored == 600 and state.batches_done == 3
     assert stored(stack, collection) == dict(zip(ids, texts, strict=True))
     assert [n for n, holder in recovered(rescuer) if holder.startswith("paused@")] == [1]
+    assert total(scrape(port), "embedq_recovered_messages_total") == 1
     assert client.hlen("unacked") == 0 and client.hlen(HOLDER_KEY) == 0
     client.close()
 
