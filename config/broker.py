@@ -55,8 +55,8 @@ __all__ = [
     "messages_restored",
     "new_node_id",
     "renew_lease",
-    "restore_dead_children",
     "restore_dead_nodes",
+    "restore_orphans",
 ]
 
 log = logging.getLogger("embedq.broker")
@@ -221,6 +221,24 @@ return give_back(tags, ARGV[1], KEYS[4], KEYS[1], KEYS[2], KEYS[3], ARGV[2], ARG
 )
 
 
+# KEYS: holder, the node's held hash. ARGV: node. Forgets the held records of messages the node
+# no longer holds (acknowledged, or taken over by another node after its lease ran out);
+# returns {tag, record, ...} of those it does.
+_OWN = """
+local out = {}
+local entries = redis.call('HGETALL', KEYS[2])
+for i = 1, #entries, 2 do
+  if redis.call('HGET', KEYS[1], entries[i]) == ARGV[1] then
+    out[#out + 1] = entries[i]
+    out[#out + 1] = entries[i + 1]
+  else
+    redis.call('HDEL', KEYS[2], entries[i])
+  end
+end
+return out
+"""
+
+
 @dataclass(frozen=True)
 class Restored:
     """Messages given back to their queues, and who held them."""
@@ -244,37 +262,33 @@ def restore_dead_nodes(
     return [Restored(node, count) for node, count in pairs]
 
 
-def restore_dead_children(
+def restore_orphans(
     client: redis.Redis,
     node: str,
     main_pid: int,
     alive: Callable[[int], bool],
+    known: Callable[[], set[str]] | None = None,
     unacked: str = "unacked",
     index: str = "unacked_index",
 ) -> list[Restored]:
-    """Give back what this node's pool processes held when they died (the node itself lives,
-    so its lease would keep them held); also forgets records another node took over."""
-    held = held_key(node)
-    dead: dict[int, list[str]] = {}
-    stale: list[str] = []
-    holders = client.hgetall(held)
-    tags = list(holders)
-    owners = client.hmget(HOLDER_KEY, tags) if tags else []
-    for (tag, record), owner in zip(holders.items(), owners, strict=True):
-        if owner is None or bytes_to_str(owner) != node:
-            stale.append(bytes_to_str(tag))
-            continue
-        pid = int(bytes_to_str(record).split(" ", 1)[0])
-        if pid != main_pid and not alive(pid):
-            dead.setdefault(pid, []).append(bytes_to_str(tag))
-    if stale:
-        client.hdel(held, *stale)
+    """Give back what this node holds but nobody will finish: messages its dead pool processes
+    took (the node lives, so its lease would keep them held) and, with ``known`` (the tags the
+    main process has, asked only while no take is on its way), messages the main process took
+    whose reply never reached it (the connection dropped after the script ran)."""
+    entries = client.eval(_OWN, 2, HOLDER_KEY, held_key(node), node)
+    lost: dict[int, list[str]] = {}
+    mine = known() if known is not None else None
+    for i in range(0, len(entries), 2):
+        tag, record = bytes_to_str(entries[i]), bytes_to_str(entries[i + 1])
+        pid = int(record.split(" ", 1)[0])
+        if pid == main_pid:
+            if mine is not None and tag not in mine:
+                lost.setdefault(pid, []).append(tag)
+        elif not alive(pid):
+            lost.setdefault(pid, []).append(tag)
     out = []
-    sep = kombu_redis.Channel.sep
-    for pid, pid_tags in dead.items():
-        keys = [HOLDER_KEY, unacked, index, held]
-        args = [node, BELL_PREFIX, sep, *pid_tags]
-        count = int(client.eval(_GIVE_BACK, len(keys), *keys, *args))
+    for pid, tags in lost.items():
+        count = give_back(client, node, tags, unacked, index)
         out.append(Restored(f"{node} pid {pid}", count))
     return out
 
@@ -417,10 +431,23 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             return None
         keys, args = self._take_args(queues, self._no_ack_queues)
         self._queues_asked = list(queues)
+        self._bell_wait = None
         self._in_poll = self.client.connection
         self._brpop_sent_at = monotonic()
         self.client.connection.send_command("EVAL", _TAKE, len(keys), *keys, *args)
         return None
+
+    def taking(self) -> bool:
+        """Whether a take's reply is on its way (its message is held but not yet known here)."""
+        return (bool(self._in_poll) and self._bell_wait is None) or bool(
+            self.connection.cycle._paused_brpop
+        )
+
+    def _on_connection_disconnect(self, connection: Any) -> None:
+        # A wait's reply will not come; the next reply read is a take's.
+        if self._in_poll is connection:
+            self._bell_wait = None
+        super()._on_connection_disconnect(connection)
 
     def _wait_for_bells(self, queues: list[str], ids: list[Any]) -> None:
         timeout = self.brpop_timeout or 1
@@ -509,6 +536,13 @@ class Transport(kombu_redis.Transport):  # type: ignore[misc]
         cycle = self.cycle
         main_pid = os.getpid()
 
+        def known() -> set[str]:
+            tags: set[str] = set()
+            for channel in cycle._channels:
+                tags.update(channel.qos._delivered)
+                tags.update(channel.recorded_tags)
+            return tags
+
         def tick() -> None:
             channel = next(iter(cycle._channels), None)
             if channel is None:
@@ -519,11 +553,12 @@ class Transport(kombu_redis.Transport):  # type: ignore[misc]
                     restored = restore_dead_nodes(
                         client, node, channel.unacked_key, channel.unacked_index_key
                     )
-                    restored += restore_dead_children(
+                    restored += restore_orphans(
                         client,
                         node,
                         main_pid,
                         _pid_alive,
+                        None if any(c.taking() for c in cycle._channels) else known,
                         channel.unacked_key,
                         channel.unacked_index_key,
                     )

@@ -24,8 +24,8 @@ from config.broker import (
     NODES_KEY,
     held_key,
     renew_lease,
-    restore_dead_children,
     restore_dead_nodes,
+    restore_orphans,
 )
 from tests.conftest import ROOT, unique
 
@@ -205,7 +205,7 @@ def test_messages_held_by_a_dead_pool_process_come_back(url: str, client: redis.
         (mine,) = take(connection, queue, 1)  # held by this process, which lives
         renew_lease(client, "node", 60)
         # When the node looks at what its processes hold (only this one is alive)
-        restored = restore_dead_children(
+        restored = restore_orphans(
             client, "node", main_pid=-1, alive=lambda pid: pid == os.getpid()
         )
         # Then the dead process's message is back; this process's is still held
@@ -279,3 +279,31 @@ def test_something_that_is_not_a_message_is_dropped_and_the_next_one_taken(
     with connect(url, node="n") as connection:
         assert [m.payload for m in take(connection, queue, 1, ack=True)] == [{"n": 1}]
     assert client.llen(queue) == 0 and client.hlen("unacked") == 0
+
+
+def test_a_take_whose_reply_never_arrived_comes_back_the_others_stay(
+    url: str, client: redis.Redis
+) -> None:
+    queue = unique("q")
+    publish(url, queue, [{"n": 1}, {"n": 2}])
+    with connect(url, node="node") as connection:
+        # Given two messages the main process took, of which it knows only the first (the
+        # second's reply was lost with its connection, after the script had run)
+        first, second = take(connection, queue, 2)
+        renew_lease(client, "node", 60)
+        known = {first.delivery_tag}
+
+        def everything_alive(pid: int) -> bool:
+            return True
+
+        # When the node looks at what it holds, no take being on its way
+        restored = restore_orphans(
+            client, "node", main_pid=os.getpid(), alive=everything_alive, known=lambda: known
+        )
+        # Then the unknown one is back in the queue and the known one still held
+        assert [r.count for r in restored] == [1]
+        assert waiting(client, queue) == [{"n": 2}]
+        assert set(client.hkeys(HOLDER_KEY)) == known
+        # And without ``known`` (a take on its way) nothing of the main process is touched
+        assert restore_orphans(client, "node", os.getpid(), everything_alive) == []
+        assert second.delivery_tag not in known
