@@ -305,6 +305,19 @@ def _row(corpus: str, path: str, t: dict[str, Any], seed: float, limit: float) -
     )
 
 
+def _default_run(results: dict[str, Any], like: dict[str, Any]) -> dict[str, Any] | None:
+    """The default run of the same corpus, worker count and batch size as ``like``."""
+    runs: list[dict[str, Any]] = results["embedq"]["runs"]
+    for r in runs:
+        if (r["corpus"], r["workers"], r["batch_size"]) == (
+            like["corpus"],
+            like["workers"],
+            like["batch_size"],
+        ):
+            return r
+    return None
+
+
 def table(results: dict[str, Any]) -> str:
     """Every throughput side by side, then small jobs, memory, ratios and targets."""
     lines: list[str] = []
@@ -365,6 +378,16 @@ def table(results: dict[str, Any]) -> str:
                 f"{queued['texts_per_s']:,.1f} texts/s "
                 f"(rows verified: {'yes' if queued['verified'] else 'NO'})"
             )
+    brpop = results["embedq"].get("kombu_brpop")
+    if brpop and jobs:
+        ingest, default = brpop["ingest"], _default_run(results, brpop["ingest"])
+        lines.append(
+            f"kombu's BRPOP take (EMBEDQ_WORKER__ATOMIC_FETCH=false), beside the atomic take: "
+            f"one-text p50 {brpop['small_jobs']['latency_ms']['p50']:.1f} ms (atomic "
+            f"{jobs['latency_ms']['p50']:.1f}); short w{ingest['workers']} "
+            f"b{ingest['batch_size']} {ingest['texts_per_s']:,.1f} texts/s (atomic "
+            f"{_fmt(default and default['texts_per_s'], ',.1f')})"
+        )
     memory = results["memory"]
     for workers, pool in memory["worker_pools"].items():
         load, first, after = pool["after_load"], pool["after_first_batch"], pool["after_run"]
