@@ -42,10 +42,13 @@ from kombu.utils.encoding import bytes_to_str as _bytes_to_str
 from kombu.utils.json import dumps as _dumps
 from kombu.utils.json import loads as _loads
 
+from config.deadletters import DeadLetters
+
 __all__ = [
     "BELL_PREFIX",
     "HELD_PREFIX",
     "HOLDER_KEY",
+    "HOLD_PREFIX",
     "NODES_KEY",
     "Channel",
     "Restored",
@@ -74,6 +77,8 @@ NODES_KEY = "embedq:nodes"
 HOLDER_KEY = "embedq:holder"
 #: One hash per node: delivery tag -> "<pid> <bytes of the message> <list it came from>".
 HELD_PREFIX = "embedq:held:"
+#: Set for a lease when a node finds its own lease had run out: it restores nobody meanwhile.
+HOLD_PREFIX = "embedq:hold:"
 #: One stream per queue, rung after each push so that idle consumers wake up.
 BELL_PREFIX = "embedq:bell:"
 #: Entries a bell keeps (approximately): it is a wake-up call, not a log.
@@ -98,15 +103,23 @@ def new_node_id(hostname: str) -> str:
     return f"{hostname}/{os.getpid()}/{os.urandom(4).hex()}"
 
 
-# Shared Lua. give_back(tags, node, held, holder, unacked, index, bell_prefix, sep): of these
-# tags, the messages still held by ``node`` go back to the head of the lists they came from,
-# the earliest taken at the very head (so a queue keeps its order), and each one's bell rings;
-# every record of them goes. The unacked entry was written by a take ("[" item "," exchange ","
-# key "]"); the held record ("<pid> <bytes> <list>") gives the item's length.
+#: Seconds a bell outlives its last ring (a reply queue's bell must not stay for ever).
+BELL_TTL = 3600
+#: A node's entry stays this long after its lease ran out, so that a take that reached Redis
+#: just after the node was found dead (a script queued behind the restore) is still restored.
+DEAD_NODE_GRACE_MS = 3_600_000
+
+# Shared Lua. give_back(entries, holder, unacked, index, bell_prefix, sep), entries a list of
+# {tag, node, held hash}: of these, the messages still held by their node go back to the head
+# of the lists they came from, the earliest taken at the very head (a queue keeps its order),
+# and their bells ring; every record of them goes. The unacked entry was written by a take
+# ("[" item "," exchange "," key "]"), the held record ("<pid> <bytes> <list>") gives the
+# item's length. Returns {node = count}.
 _GIVE_BACK_LUA = """
-local function give_back(tags, node, held, holder, unacked, index, bell_prefix, sep)
-  local found = {}
-  for _, tag in ipairs(tags) do
+local function give_back(entries, holder, unacked, index, bell_prefix, sep)
+  local found, counts = {}, {}
+  for _, e in ipairs(entries) do
+    local tag, node, held = e[1], e[2], e[3]
     local record = redis.call('HGET', held, tag)
     redis.call('HDEL', held, tag)
     if record and redis.call('HGET', holder, tag) == node then
@@ -118,6 +131,7 @@ local function give_back(tags, node, held, holder, unacked, index, bell_prefix, 
       redis.call('ZREM', index, tag)
       if entry and list then
         found[#found + 1] = {score, entry, tonumber(length), list}
+        counts[node] = (counts[node] or 0) + 1
       end
     end
   end
@@ -132,39 +146,51 @@ local function give_back(tags, node, held, holder, unacked, index, bell_prefix, 
     end
     redis.call('RPUSH', list, item)
     local cut = string.find(list, sep, 1, true)
-    local queue = cut and string.sub(list, 1, cut - 1) or list
-    redis.call('XADD', bell_prefix .. queue, 'MAXLEN', '~', BELL_LENGTH, '*', 'r', '1')
+    local bell = bell_prefix .. (cut and string.sub(list, 1, cut - 1) or list)
+    redis.call('XADD', bell, 'MAXLEN', '~', BELL_LENGTH, '*', 'r', '1')
+    redis.call('EXPIRE', bell, BELL_TTL)
   end
-  return #found
+  return counts
 end
-""".replace("BELL_LENGTH", str(BELL_LENGTH))
+""".replace("BELL_LENGTH", str(BELL_LENGTH)).replace("BELL_TTL", str(BELL_TTL))
+
+# Shared Lua: kombu's unacknowledged entry of a queued item, and its tag; errors on anything
+# that is not a kombu message with a delivery tag (the caller runs it under pcall).
+_ENTRY_LUA = """
+local function unacked_entry(item)
+  local message = cjson.decode(item)
+  local props = message['properties']
+  local tag, delivery = props['delivery_tag'], props['delivery_info']
+  if type(tag) ~= 'string' then error('no delivery tag') end
+  return '[' .. item .. ',' .. cjson.encode(delivery['exchange']) .. ','
+    .. cjson.encode(delivery['routing_key']) .. ']', tag
+end
+"""
 
 # KEYS: the lists to try in order, unacked, unacked_index, holder, held, then the bells.
 # ARGV: now, node ('' = record nothing beyond kombu's entry), pid, number of lists, a '0' or
 # '1' per list ('1': its consumer acknowledges nothing, so nothing is recorded).
-# Returns {list, item} for the first message found, else {false, last id of each bell}.
-_TAKE = """
+# Returns {list, item, tag} for the first message found (tag false: not recorded, as for a
+# no-ack consumer or an item that is not a kombu message), else {false, last id of each bell}.
+_TAKE = (
+    _ENTRY_LUA
+    + """
 local nlists = tonumber(ARGV[4])
 local unacked, index = KEYS[nlists + 1], KEYS[nlists + 2]
 local holder, held = KEYS[nlists + 3], KEYS[nlists + 4]
 for i = 1, nlists do
   local item = redis.call('RPOP', KEYS[i])
-  if item and string.sub(ARGV[5], i, i) == '1' then return {KEYS[i], item} end
   if item then
-    local ok, message = pcall(cjson.decode, item)
-    local props = ok and type(message) == 'table' and message['properties']
-    local tag = type(props) == 'table' and props['delivery_tag']
-    local delivery = type(props) == 'table' and props['delivery_info']
-    if type(tag) == 'string' and type(delivery) == 'table' then
-      redis.call('ZADD', index, ARGV[1], tag)
-      redis.call('HSET', unacked, tag, '[' .. item .. ',' .. cjson.encode(delivery['exchange'])
-        .. ',' .. cjson.encode(delivery['routing_key']) .. ']')
-      if ARGV[2] ~= '' then
-        redis.call('HSET', holder, tag, ARGV[2])
-        redis.call('HSET', held, tag, ARGV[3] .. ' ' .. #item .. ' ' .. KEYS[i])
-      end
+    if string.sub(ARGV[5], i, i) == '1' then return {KEYS[i], item, false} end
+    local ok, entry, tag = pcall(unacked_entry, item)
+    if not ok then return {KEYS[i], item, false} end
+    redis.call('ZADD', index, ARGV[1], tag)
+    redis.call('HSET', unacked, tag, entry)
+    if ARGV[2] ~= '' then
+      redis.call('HSET', holder, tag, ARGV[2])
+      redis.call('HSET', held, tag, ARGV[3] .. ' ' .. #item .. ' ' .. KEYS[i])
     end
-    return {KEYS[i], item}
+    return {KEYS[i], item, tag}
   end
 end
 local ids = {}
@@ -174,34 +200,55 @@ for i = nlists + 5, #KEYS do
 end
 return {false, ids}
 """
+)
 
-# KEYS: nodes. ARGV: node, lease (ms), info. Returns the lease's end (Redis time, ms).
+# KEYS: nodes, the node's hold-off key. ARGV: node, lease (ms). A node whose own lease had run
+# out while it lived (Redis away, or the node paused) holds off restoring others for a lease:
+# they missed their renewals for the same reason and are about to renew.
 _RENEW = """
 local t = redis.call('TIME')
-local until_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[2])
-redis.call('ZADD', KEYS[1], until_ms, ARGV[1])
-return until_ms
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local old = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if old and tonumber(old) < now then
+  redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
+end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+return now + tonumber(ARGV[2])
 """
 
-# KEYS: nodes, holder, unacked, unacked_index. ARGV: the caller's node, held prefix, bell
-# prefix, kombu's priority separator. Every node whose lease has run out (by Redis's clock):
-# each message it still holds goes back to the head of the list it came from, and the node's
-# records go. Returns {node, count, node, count, ...}.
+# KEYS: nodes, holder, unacked, unacked_index, the caller's hold-off key (it restores nothing
+# while that exists; see _RENEW). ARGV: the caller's node, held prefix, bell
+# prefix, kombu's priority separator, grace (ms). Every node whose lease has run out (by
+# Redis's clock): each message it still holds goes back (give_back above). A dead node's entry
+# goes once its records are empty and its grace has passed. Returns {node, count, ...}.
 _RESTORE_DEAD = (
     _GIVE_BACK_LUA
     + """
+if redis.call('EXISTS', KEYS[5]) == 1 then return {} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local out = {}
-for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
+local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES')
+local entries, nodes = {}, {}
+for i = 1, #dead, 2 do
+  local node = dead[i]
   if node ~= ARGV[1] then
     local held = ARGV[2] .. node
-    local count = give_back(redis.call('HKEYS', held), node, held, KEYS[2], KEYS[3], KEYS[4],
-      ARGV[3], ARGV[4])
-    redis.call('DEL', held)
-    redis.call('ZREM', KEYS[1], node)
+    nodes[#nodes + 1] = {node, held, tonumber(dead[i + 1])}
+    for _, tag in ipairs(redis.call('HKEYS', held)) do
+      entries[#entries + 1] = {tag, node, held}
+    end
+  end
+end
+local counts = give_back(entries, KEYS[2], KEYS[3], KEYS[4], ARGV[3], ARGV[4])
+local out = {}
+for _, n in ipairs(nodes) do
+  local node, held, expired = n[1], n[2], n[3]
+  if counts[node] then
     out[#out + 1] = node
-    out[#out + 1] = count
+    out[#out + 1] = counts[node]
+  end
+  if now - expired > tonumber(ARGV[5]) and redis.call('HLEN', held) == 0 then
+    redis.call('ZREM', KEYS[1], node)
   end
 end
 return out
@@ -214,12 +261,11 @@ return out
 _GIVE_BACK = (
     _GIVE_BACK_LUA
     + """
-local tags = {}
-for i = 4, #ARGV do tags[#tags + 1] = ARGV[i] end
-return give_back(tags, ARGV[1], KEYS[4], KEYS[1], KEYS[2], KEYS[3], ARGV[2], ARGV[3])
+local entries = {}
+for i = 4, #ARGV do entries[#entries + 1] = {ARGV[i], ARGV[1], KEYS[4]} end
+return give_back(entries, KEYS[1], KEYS[2], KEYS[3], ARGV[2], ARGV[3])[ARGV[1]] or 0
 """
 )
-
 
 # KEYS: holder, the node's held hash. ARGV: node. Forgets the held records of messages the node
 # no longer holds (acknowledged, or taken over by another node after its lease ran out);
@@ -247,8 +293,12 @@ class Restored:
     count: int
 
 
+def hold_key(node: str) -> str:
+    return HOLD_PREFIX + node
+
+
 def renew_lease(client: redis.Redis, node: str, lease_seconds: float) -> None:
-    client.eval(_RENEW, 1, NODES_KEY, node, int(lease_seconds * 1000), "")
+    client.eval(_RENEW, 2, NODES_KEY, hold_key(node), node, int(lease_seconds * 1000))
 
 
 def restore_dead_nodes(
@@ -256,10 +306,20 @@ def restore_dead_nodes(
 ) -> list[Restored]:
     """Give back the messages of every node whose lease has run out (``own`` excepted)."""
     sep = kombu_redis.Channel.sep
-    keys = [NODES_KEY, HOLDER_KEY, unacked, index]
-    found = client.eval(_RESTORE_DEAD, len(keys), *keys, own, HELD_PREFIX, BELL_PREFIX, sep)
+    keys = [NODES_KEY, HOLDER_KEY, unacked, index, hold_key(own)]
+    args = [own, HELD_PREFIX, BELL_PREFIX, sep, DEAD_NODE_GRACE_MS]
+    found = client.eval(_RESTORE_DEAD, len(keys), *keys, *args)
     pairs = [(bytes_to_str(found[i]), int(found[i + 1])) for i in range(0, len(found), 2)]
     return [Restored(node, count) for node, count in pairs]
+
+
+def held_by(client: redis.Redis, node: str) -> dict[str, int]:
+    """The messages ``node`` holds: tag -> the pid of the process that took it."""
+    entries = client.eval(_OWN, 2, HOLDER_KEY, held_key(node), node)
+    return {
+        bytes_to_str(entries[i]): int(bytes_to_str(entries[i + 1]).split(" ", 1)[0])
+        for i in range(0, len(entries), 2)
+    }
 
 
 def restore_orphans(
@@ -275,22 +335,19 @@ def restore_orphans(
     took (the node lives, so its lease would keep them held) and, with ``known`` (the tags the
     main process has, asked only while no take is on its way), messages the main process took
     whose reply never reached it (the connection dropped after the script ran)."""
-    entries = client.eval(_OWN, 2, HOLDER_KEY, held_key(node), node)
-    lost: dict[int, list[str]] = {}
+    held = held_by(client, node)
     mine = known() if known is not None else None
-    for i in range(0, len(entries), 2):
-        tag, record = bytes_to_str(entries[i]), bytes_to_str(entries[i + 1])
-        pid = int(record.split(" ", 1)[0])
-        if pid == main_pid:
-            if mine is not None and tag not in mine:
-                lost.setdefault(pid, []).append(tag)
-        elif not alive(pid):
-            lost.setdefault(pid, []).append(tag)
-    out = []
-    for pid, tags in lost.items():
-        count = give_back(client, node, tags, unacked, index)
-        out.append(Restored(f"{node} pid {pid}", count))
-    return out
+    lost = [
+        tag
+        for tag, pid in held.items()
+        if (pid == main_pid and mine is not None and tag not in mine)
+        or (pid != main_pid and not alive(pid))
+    ]
+    if not lost:
+        return []
+    pids = sorted({held[tag] for tag in lost})
+    count = give_back(client, node, lost, unacked, index)
+    return [Restored(f"{node} (process {', '.join(map(str, pids))})", count)]
 
 
 def give_back(
@@ -300,7 +357,7 @@ def give_back(
     unacked: str = "unacked",
     index: str = "unacked_index",
 ) -> int:
-    """Give back messages this node holds, to the head of their lists."""
+    """Give back messages this node holds, to the head of their lists, in the order taken."""
     if not tags:
         return 0
     keys = [HOLDER_KEY, unacked, index, held_key(node)]
@@ -311,9 +368,17 @@ def give_back(
 def forget(pipe: Any, node: str, tags: Iterable[str]) -> Any:
     """Add to ``pipe`` the removal of the holder records of acknowledged messages."""
     tags = list(tags)
-    if node and tags:
-        pipe.hdel(HOLDER_KEY, *tags).hdel(held_key(node), *tags)
+    if tags:
+        pipe.hdel(HOLDER_KEY, *tags)
+        if node:
+            pipe.hdel(held_key(node), *tags)
     return pipe
+
+
+def ring(pipe: Any, queue: str) -> Any:
+    """Add to ``pipe`` the ring of a queue's bell (after its push)."""
+    bell = bell_key(queue)
+    return pipe.xadd(bell, {"m": 1}, maxlen=BELL_LENGTH, approximate=True).expire(bell, BELL_TTL)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -408,7 +473,9 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         publish_batch = kwargs.get("_publish_batch")
         if publish_batch is not None:
             super()._put(queue, message, **kwargs)
-            publish_batch.add("xadd", bell_key(queue), {"m": 1}, "*", BELL_LENGTH, True)
+            bell = bell_key(queue)
+            publish_batch.add("xadd", bell, {"m": 1}, "*", BELL_LENGTH, True)
+            publish_batch.add("expire", bell, BELL_TTL)
             return
         # kombu's push and the bell in one round trip, the bell after the push.
         key = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))
@@ -417,8 +484,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             if self._expires and queue in self._expires:
                 for pri in self.priority_steps:
                     pipe.pexpire(self._q_for_pri(queue, pri), self._expires[queue])
-            pipe.xadd(bell_key(queue), {"m": 1}, maxlen=BELL_LENGTH, approximate=True)
-            pipe.execute()
+            ring(pipe, queue).execute()
 
     # -- consuming: take atomically, wait on the bells ---------------------------------------
 
@@ -471,22 +537,19 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
                 raise
             if waiting is not None:
                 raise virtual.Empty()  # a bell rang, or the wait ended: take again
-            where, item = reply
+            where, item, tag = [*reply, None][:3]
             if not where:  # Lua's false: nil in RESP2, a boolean in RESP3
                 self._wait_for_bells(self._queues_asked, list(item))
                 raise virtual.Empty()
             queue = bytes_to_str(where).rsplit(self.sep, 1)[0]
             self._queue_cycle.rotate(queue)
-            try:
-                payload = loads(bytes_to_str(item))
-                tag = payload["properties"]["delivery_tag"]
-            except Exception:
-                log.error("dropped a message that is not a kombu message: %r", item[:200])
-                raise virtual.Empty() from None
-            if queue not in self._no_ack_queues:
-                self.recorded_tags[tag] = True
+            payload = self._parse(item, tag, queue)
+            if payload is None:
+                raise virtual.Empty()
+            if tag:
+                self.recorded_tags[bytes_to_str(tag)] = True
             if self.embedq_pause_after_take:
-                log.warning("fault point: paused after taking %s", tag)
+                log.warning("fault point: paused after taking %s", bytes_to_str(tag or b""))
                 time.sleep(self.embedq_pause_after_take)
             self.connection._deliver(payload, queue)
             return True
@@ -495,18 +558,46 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
                 self._in_poll = None
                 self._flush_brpop_reauth()
 
+    def _parse(self, item: bytes, tag: Any, queue: str) -> Any:
+        """The taken item as kombu's message, or None when it is not one: then it is kept as a
+        dead letter and its records go (a consumer would fail on it; it must not block the
+        queue, nor come back)."""
+        try:
+            payload = loads(bytes_to_str(item))
+            if tag or queue in self._no_ack_queues:
+                return payload
+            reason = "it has no delivery tag"
+        except Exception as exc:
+            reason = f"it is not JSON kombu can read ({exc})"
+        log.error("dead letter (undecodable) on %s: %s", queue, reason)
+        with self.conn_or_acquire() as client:
+            DeadLetters(client).add(
+                "undecodable",
+                f"queue item is not a kombu message: {reason}",
+                raw=item,
+                queue=queue,
+                size=len(item),
+            )
+            if tag:
+                self.qos._remove_from_indices(bytes_to_str(tag), client.pipeline()).execute()
+        return None
+
     def basic_get(self, queue: str, no_ack: bool = False, **kwargs: Any) -> Any:
         # The same atomic take, without waiting.
         if not self.embedq_atomic_fetch:
             return super().basic_get(queue, no_ack, **kwargs)
         keys, args = self._take_args([queue], {queue} if no_ack else set())
         with self.conn_or_acquire() as client:
-            where, item = client.eval(_TAKE, len(keys), *keys, *args)
+            where, item, tag = [*client.eval(_TAKE, len(keys), *keys, *args), None][:3]
         if not where:
             return None
-        message = self.Message(loads(bytes_to_str(item)), channel=self)
+        payload = self._parse(item, tag, queue)
+        if payload is None:
+            return None
+        message = self.Message(payload, channel=self)
         if not no_ack:
-            self.recorded_tags[message.delivery_tag] = True
+            if tag:
+                self.recorded_tags[message.delivery_tag] = True
             self.qos.append(message, message.delivery_tag)
         return message
 
@@ -564,6 +655,10 @@ class Transport(kombu_redis.Transport):  # type: ignore[misc]
                     )
             except channel.connection_errors:
                 log.debug("lease: Redis did not answer; trying again", exc_info=True)
+                return
+            except channel.ResponseError as exc:
+                # A full Redis (noeviction) refuses the renewal; batches still run.
+                log.warning("lease: Redis refused the renewal (%s); trying again", exc)
                 return
             for found in restored:
                 if found.count:

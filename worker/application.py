@@ -70,10 +70,20 @@ def create_app(settings: Settings) -> Celery:
 
         # This run's identity in Redis, before the consumer connects and the pool forks: the
         # consumer's takes, the pool's coalesced takes and the lease all name it.
-        node = new_node_id(str(getattr(sender, "hostname", "") or socket.gethostname()))
-        options = dict(app.conf.broker_transport_options or {})
-        app.conf.broker_transport_options = {**options, "embedq_node": node}
-        log.info("node %s: lease %.0fs", node, settings.worker.lease)
+        pool = getattr(getattr(sender, "pool_cls", None), "__module__", "")
+        if pool.endswith(".prefork"):
+            node = new_node_id(str(getattr(sender, "hostname", "") or socket.gethostname()))
+            options = dict(app.conf.broker_transport_options or {})
+            app.conf.broker_transport_options = {**options, "embedq_node": node}
+            log.info("node %s: lease %.0fs", node, settings.worker.lease)
+        else:
+            # The lease is renewed by the node's event loop, which a solo pool blocks for a
+            # whole batch, and a threads pool's batches share a process with it: no leases.
+            log.warning(
+                "pool %s: no node lease; batches of a dead node return after "
+                "EMBEDQ_WORKER__VISIBILITY_TIMEOUT (use the prefork pool)",
+                pool or "?",
+            )
         # Also before forking, so that every pool process records into the same folder.
         exporter = metrics.Exporter.serve(settings, consumed_queues)
         if exporter is not None:

@@ -29,7 +29,7 @@ import redis
 from celery import Celery
 from pydantic import ValidationError
 
-from config.broker import HOLDER_KEY, forget, give_back, held_key
+from config.broker import HOLDER_KEY, forget, give_back, held_by, held_key
 from config.contract import TASK_EMBED, BatchMessage
 
 __all__ = ["Coalescer", "Taken"]
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 # oldest first, the messages of that task that fit in the room and are not full batches (by the
 # producer's embedq_texts header; 1 when absent), and stops at the first that does not fit or
 # is not such a message (it stays in the queue, untouched).
-# Returns {item, list, item, list, ...}.
+# Returns {item, list, tag, item, list, tag, ...}.
 _TAKE = """
 local unacked, index, holder, held = KEYS[#KEYS - 3], KEYS[#KEYS - 2], KEYS[#KEYS - 1], KEYS[#KEYS]
 local room, full = tonumber(ARGV[2]), tonumber(ARGV[4])
@@ -63,17 +63,23 @@ for i = 1, #KEYS - 4 do
     end
     local texts = math.max(1, tonumber(headers['embedq_texts']) or 1)
     if texts > room or (full > 0 and texts >= full) then return out end
+    -- kombu's unacknowledged entry, built before anything is written (cjson refuses NaN)
+    local built, entry = pcall(function()
+      return '[' .. item .. ',' .. cjson.encode(delivery['exchange']) .. ','
+        .. cjson.encode(delivery['routing_key']) .. ']'
+    end)
+    if not built then return out end
     redis.call('RPOP', KEYS[i])
     -- 10 us apart, so that given back together they keep their order (config/broker.py)
-    redis.call('ZADD', index, tonumber(ARGV[1]) + #out * 0.000005, tag)
-    redis.call('HSET', unacked, tag, '[' .. item .. ',' .. cjson.encode(delivery['exchange'])
-      .. ',' .. cjson.encode(delivery['routing_key']) .. ']')
+    redis.call('ZADD', index, tonumber(ARGV[1]) + #out * 0.0000033, tag)
+    redis.call('HSET', unacked, tag, entry)
     if ARGV[5] ~= '' then
       redis.call('HSET', holder, tag, ARGV[5])
       redis.call('HSET', held, tag, ARGV[6] .. ' ' .. #item .. ' ' .. KEYS[i])
     end
     out[#out + 1] = item
     out[#out + 1] = KEYS[i]
+    out[#out + 1] = tag
     room = room - texts
   end
 end
@@ -144,29 +150,46 @@ class Coalescer:
         ]
         # One round trip takes them all; each is then read in full here.
         args = [time.time(), room, TASK_EMBED, full, node, os.getpid()]
-        found = self._take(keys=keys, args=args, client=client)
-        pairs = [(found[n], _text(found[n + 1])) for n in range(0, len(found), 2)]
+        try:
+            found = self._take(keys=keys, args=args, client=client)
+        except redis.ConnectionError:
+            # The script may have run and its reply been lost: what it took is held by this
+            # process, which will not run it. Nothing else is (one task at a time).
+            self._release_held(channel)
+            raise
+        triples = [
+            (found[n], _text(found[n + 1]), _text(found[n + 2])) for n in range(0, len(found), 3)
+        ]
         taken: list[Taken] = []
-        for n, (item, source) in enumerate(pairs):
-            message = self._small_batch(item, model)
-            texts = 0 if message is None else len(message[1].texts)
-            if message is None or texts > room or 0 < full <= texts:
+        for n, (item, source, tag) in enumerate(triples):
+            batch = self._small_batch(item, model)
+            texts = 0 if batch is None else len(batch.texts)
+            if batch is None or texts > room or 0 < full <= texts:
                 # Not ours to run here: this one and the rest go back to the head of the
                 # queue, last first, so that the queue keeps its order.
-                for back, back_source in reversed(pairs[n:]):
-                    self._give_back(channel, _tag(back), back, back_source)
+                for back, back_source, back_tag in reversed(triples[n:]):
+                    self._give_back(channel, back_tag, back, back_source)
                 break
-            tag, batch = message
             taken.append(Taken(batch, tag, item, source, self))
             room -= len(batch.texts)
         return taken
 
-    def _small_batch(self, item: bytes, model: str) -> tuple[str, BatchMessage] | None:
+    def _release_held(self, channel: Any) -> None:
+        node = channel.embedq_node
+        if not node:
+            return
+        try:
+            with channel.conn_or_acquire() as client:
+                mine = [t for t, pid in held_by(client, node).items() if pid == os.getpid()]
+                give_back(client, node, mine, channel.unacked_key, channel.unacked_index_key)
+        except redis.RedisError:
+            log.warning("could not give back batches after a failed take", exc_info=True)
+
+    def _small_batch(self, item: bytes, model: str) -> BatchMessage | None:
         try:
             envelope = json.loads(item)
             headers = envelope.get("headers") or {}
             properties = envelope["properties"]
-            tag = str(properties["delivery_tag"])
             # Checked before the body is decoded; the body is never unpickled: JSON or nothing.
             if (
                 headers.get("task") != TASK_EMBED
@@ -185,7 +208,7 @@ class Coalescer:
             return None
         if args or set(kwargs) != {"batch"} or batch.model != model:
             return None
-        return tag, batch
+        return batch
 
     def ack(self, *taken: Taken) -> None:
         """Acknowledge taken messages, in one round trip."""
@@ -220,13 +243,6 @@ class Coalescer:
         if self._connection is not None:
             self._connection.release()
             self._connection = None
-
-
-def _tag(item: bytes) -> str:
-    try:
-        return str(json.loads(item)["properties"]["delivery_tag"])
-    except (ValueError, TypeError, KeyError):
-        return ""
 
 
 def _text(value: object) -> str:
