@@ -221,9 +221,9 @@ class Standalone:
             wait_until(functools.partial(port_is_free, "127.0.0.1", port), 30, f"port {port}")
 
     def stop(self) -> None:
+        # Its graceful stop is tested in test_standalone.
         if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(timeout=180)
+            self.kill_everything()
 
 
 @pytest.fixture
