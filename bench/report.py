@@ -305,17 +305,12 @@ def _row(corpus: str, path: str, t: dict[str, Any], seed: float, limit: float) -
     )
 
 
-def _default_run(results: dict[str, Any], like: dict[str, Any]) -> dict[str, Any] | None:
-    """The default run of the same corpus, worker count and batch size as ``like``."""
-    runs: list[dict[str, Any]] = results["embedq"]["runs"]
-    for r in runs:
-        if (r["corpus"], r["workers"], r["batch_size"]) == (
-            like["corpus"],
-            like["workers"],
-            like["batch_size"],
-        ):
-            return r
-    return None
+def _take_line(mode: str, found: dict[str, Any]) -> str:
+    ingest, lat = found["ingest"], found["small_jobs"]["latency_ms"]
+    return (
+        f"{mode} short w{ingest['workers']} b{ingest['batch_size']} "
+        f"{ingest['texts_per_s']:,.1f} texts/s, one-text p50 {lat['p50']:.1f} ms"
+    )
 
 
 def table(results: dict[str, Any]) -> str:
@@ -378,16 +373,9 @@ def table(results: dict[str, Any]) -> str:
                 f"{queued['texts_per_s']:,.1f} texts/s "
                 f"(rows verified: {'yes' if queued['verified'] else 'NO'})"
             )
-    brpop = results["embedq"].get("kombu_brpop")
-    if brpop and jobs:
-        ingest, default = brpop["ingest"], _default_run(results, brpop["ingest"])
-        lines.append(
-            f"kombu's BRPOP take (EMBEDQ_WORKER__ATOMIC_FETCH=false), beside the atomic take: "
-            f"one-text p50 {brpop['small_jobs']['latency_ms']['p50']:.1f} ms (atomic "
-            f"{jobs['latency_ms']['p50']:.1f}); short w{ingest['workers']} "
-            f"b{ingest['batch_size']} {ingest['texts_per_s']:,.1f} texts/s (atomic "
-            f"{_fmt(default and default['texts_per_s'], ',.1f')})"
-        )
+    take = results["embedq"].get("take")
+    if take:
+        lines.append("take (in turns): " + "; ".join(_take_line(m, t) for m, t in take.items()))
     memory = results["memory"]
     for workers, pool in memory["worker_pools"].items():
         load, first, after = pool["after_load"], pool["after_first_batch"], pool["after_run"]

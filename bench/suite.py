@@ -28,6 +28,7 @@ from bench.measure import (
 from bench.memory import dir_size, ingest_peak_rss, pool_memory
 from bench.plan import Plan
 from bench.stack import Stack
+from bench.take import compare as compare_takes
 from config.settings import ModelSettings
 from worker.encoder import Model2VecEncoder, ModelInfo, load_static_model, resolve_source
 
@@ -210,18 +211,19 @@ def run(plan: Plan, say: Say, keep: bool = False) -> dict[str, Any]:
                 )
                 encode_bound.append(best.to_json() | {"word_cache": 0})
                 stack.stop_workers()
-            # Beside the default runs above: kombu's own BRPOP take
-            # (EMBEDQ_WORKER__ATOMIC_FETCH=false), which a node killed mid-take can lose a
-            # batch to; what taking atomically and waiting on the queues' bells costs.
+            # How a worker takes messages: the atomic take beside kombu's BRPOP, in turns.
             most = max(plan.workers)
-            say(f"kombu's BRPOP take: one-text jobs and short texts, {most} worker(s)")
-            stack.start_workers(most, EMBEDQ_WORKER__ATOMIC_FETCH="false")
-            stack.warm_up("warmup_brpop", info, batches=2 * most)
-            brpop_jobs = small_jobs(stack, "small_jobs_brpop", info, singles, most, plan.small_jobs)
-            brpop_ingest = _fastest_ingest(
-                plan, stack, "embedq_brpop_short", info, short, most, min(plan.batch_sizes)
+            take = compare_takes(
+                stack,
+                info,
+                short,
+                singles,
+                most,
+                min(plan.batch_sizes),
+                plan.small_jobs,
+                plan.repeats,
+                say,
             )
-            stack.stop_workers()
             # Diagnostic, not embedq's result: the same ingest with a flush after each batch,
             # what workers do against a plain Milvus Lite server (EMBEDQ_MILVUS__FLUSH=auto
             # there), whose unflushed writes a crash can lose; embedq's own Lite server needs
@@ -236,10 +238,7 @@ def run(plan: Plan, say: Say, keep: bool = False) -> dict[str, Any]:
                 "one_thread": one_thread,
                 "encode_bound": encode_bound,
                 "with_flush": flushed.to_json(),
-                "kombu_brpop": {
-                    "small_jobs": brpop_jobs.to_json(),
-                    "ingest": brpop_ingest.to_json(),
-                },
+                "take": take,
             }
 
             producer: dict[str, Any] = {}

@@ -157,9 +157,27 @@ end
 # Shared Lua: kombu's unacknowledged entry of a queued item, and its tag; errors on anything
 # that is not a kombu message with a delivery tag (the caller runs it under pcall).
 _ENTRY_LUA = """
+local function properties(item)
+  -- From the last '"properties": {' to the end is '"properties": {...}' and maybe more keys,
+  -- so that with a '{' before it, it is a small JSON object: kombu writes the properties last,
+  -- after the body, and decoding only them spares Redis the whole message. Else: all of it.
+  local at, from = nil, 1
+  while true do
+    local found = string.find(item, '"properties": {', from, true)
+    if not found then break end
+    at, from = found, found + 1
+  end
+  if at then
+    local ok, tail = pcall(cjson.decode, '{' .. string.sub(item, at))
+    if ok and type(tail) == 'table' and type(tail['properties']) == 'table' then
+      return tail['properties']
+    end
+  end
+  return cjson.decode(item)['properties']
+end
+
 local function unacked_entry(item)
-  local message = cjson.decode(item)
-  local props = message['properties']
+  local props = properties(item)
   local tag, delivery = props['delivery_tag'], props['delivery_info']
   if type(tag) ~= 'string' then error('no delivery tag') end
   return '[' .. item .. ',' .. cjson.encode(delivery['exchange']) .. ','
