@@ -140,8 +140,14 @@ def test_a_long_batch_on_a_live_node_is_never_taken_by_another(stack: Stack) -> 
     # Then it was never restored nor run by the other node: one run, counted once
     assert state.ok and state.texts_stored == 200
     assert recovered(*nodes) == []
-    runs = b"".join(node.output() for node in nodes).count(f"job_id={job.id}".encode())
-    assert runs == 1
+
+    def runs() -> int:
+        return b"".join(node.output() for node in nodes).count(f"job_id={job.id}".encode())
+
+    # (a node logs a batch just after recording it, so just after wait() returns)
+    wait_until(lambda: runs() >= 1, 30, "the batch's log line")
+    time.sleep(2)
+    assert runs() == 1
     assert stack.count(collection) == 201
     client.close()
 
