@@ -50,6 +50,9 @@ def test_dotenv_file_is_read(tmp_path: object) -> None:
         ("EMBEDQ_MODEL__NAME", "has space", "valid model name"),
         ("EMBEDQ_WORKER__VISIBILITY_TIMEOUT", "700", "must exceed 2 x EMBEDQ_WORKER__TIME_LIMIT"),
         ("EMBEDQ_WORKER__SOFT_TIME_LIMIT", "400", "below EMBEDQ_WORKER__TIME_LIMIT"),
+        ("EMBEDQ_WORKER__RECOVERY_INTERVAL", "5", "at most a third of EMBEDQ_WORKER__LEASE"),
+        ("EMBEDQ_WORKER__LEASE", "0.5", "greater than or equal to 1"),
+        ("EMBEDQ_WORKER__PAUSE_AFTER_TAKE", "-1", "greater than or equal to 0"),
     ],
 )
 def test_invalid_values_name_the_variable_and_the_fix(
