@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -20,28 +22,39 @@ from config.settings import BatchSettings, Settings
 
 __all__ = [
     "CONTRACT_VERSION",
-    "MAX_TEXT_BYTES",
+    "MAX_CHUNK_BYTES",
+    "MAX_VERSION",
     "TASK_EMBED",
     "TASK_SEARCH",
     "BatchMessage",
+    "Document",
     "Hit",
+    "Overlong",
     "SearchMessage",
     "check_collection",
     "check_id",
     "check_metadata",
     "check_text",
+    "check_version",
     "derive_id",
     "embed_queue",
     "search_queue",
     "served_queues",
 ]
 
-CONTRACT_VERSION: Literal[1] = 1
+CONTRACT_VERSION: Literal[2] = 2
 TASK_EMBED = "embedq.embed_batch"
 TASK_SEARCH = "embedq.search"
 
-#: Milvus stores text in a VARCHAR field whose limit is counted in UTF-8 bytes.
-MAX_TEXT_BYTES = 65_535
+#: Milvus stores each chunk's text in a VARCHAR field whose limit is counted in UTF-8 bytes.
+MAX_CHUNK_BYTES = 65_535
+
+#: Versions are compared as IEEE doubles (in Redis's Lua and in Milvus): integers stay exact
+#: below this.
+MAX_VERSION = 2**53
+
+#: What a worker does with a plain text longer than its model reads.
+Overlong = Literal["chunk", "reject", "truncate"]
 
 #: Milvus's VARCHAR primary key holds at most this many UTF-8 bytes.
 MAX_ID_BYTES = 512
@@ -78,7 +91,10 @@ def derive_id(model: str, text: str) -> str:
 
 
 def check_text(text: object, limits: BatchSettings) -> str:
-    """Return ``text`` ready to store, or raise :class:`InvalidInputError` saying why not."""
+    """Return ``text`` ready to queue, or raise :class:`InvalidInputError` saying why not.
+
+    Only its size is bounded here: how many tokens it holds is for the worker's tokenizer to
+    say (it chunks, refuses or truncates a text longer than its model reads)."""
     if not isinstance(text, str):
         raise InvalidInputError(
             f"text must be a str, got {type(text).__name__}; convert it with str() or drop it"
@@ -94,16 +110,38 @@ def check_text(text: object, limits: BatchSettings) -> str:
             "text is not valid Unicode (it has a lone surrogate); decode your input with "
             "errors='replace' or fix its encoding"
         ) from None
-    if len(text) > limits.max_text_chars or size > MAX_TEXT_BYTES:
-        if limits.overlong == "truncate":
-            cut = text[: limits.max_text_chars].encode("utf-8")[:MAX_TEXT_BYTES]
-            return cut.decode("utf-8", errors="ignore")
+    if size > limits.max_document_bytes:
         raise InvalidInputError(
-            f"text has {len(text)} characters ({size} bytes as UTF-8), over the limit of "
-            f"{limits.max_text_chars} characters / {MAX_TEXT_BYTES} bytes; split it, or set "
-            "EMBEDQ_BATCH__OVERLONG=truncate (or raise EMBEDQ_BATCH__MAX_TEXT_CHARS)"
+            f"text is {size} bytes as UTF-8, over the limit of {limits.max_document_bytes} "
+            "(EMBEDQ_BATCH__MAX_DOCUMENT_BYTES); split the document at its source, or raise "
+            "the limit"
         )
     return text
+
+
+def check_version(value: object) -> float:
+    """Return a document version as a number, or raise saying what a version may be.
+
+    Versions order the operations on one document: a greater one wins. ints and floats are
+    taken as they are, a timezone-aware datetime as its POSIX timestamp."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise InvalidInputError(
+                f"version {value.isoformat()} is a datetime without a timezone; give it one "
+                "(datetime.now(timezone.utc)) so that every producer orders it the same way"
+            )
+        value = value.timestamp()
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInputError(
+            f"version must be a number (an int, a float or an aware datetime), got "
+            f"{type(value).__name__} {str(value)[:40]!r}; use, e.g., the source's updated_at"
+        )
+    if not math.isfinite(value) or not 0 <= value < MAX_VERSION:
+        raise InvalidInputError(
+            f"version {value!r} is out of range; use a number from 0 to 2**53 (a timestamp, "
+            "a revision counter)"
+        )
+    return float(value)
 
 
 def check_id(value: object, limits: BatchSettings) -> str:
@@ -163,32 +201,66 @@ def check_collection(name: object) -> str:
     return name
 
 
+@dataclass(frozen=True)
+class Document:
+    """One document to embed: split into chunks by the worker, each chunk a row.
+
+    ``version`` orders the operations on one document (the greatest wins, whatever order
+    workers take them in); without one, the producer gives each operation a fresh sequence
+    number, so the one submitted last wins."""
+
+    id: str | int
+    text: str
+    metadata: dict[str, Any] | None = None
+    version: int | float | datetime | None = None
+
+
 class BatchMessage(BaseModel):
     """Keyword argument ``batch`` of the ``embedq.embed_batch`` task.
 
-    Items (texts, ids, metadata) are checked one by one by the worker, so one bad text is
-    rejected without taking the rest of the batch with it; only the shape is checked here.
+    Items (texts, ids, metadata, versions) are checked one by one by the worker, so one bad
+    text is rejected without taking the rest of the batch with it; only the shape is checked
+    here. Item ``i`` is operation number ``seq + i`` (see :mod:`config.versions`). A ``delete``
+    batch carries ids and no texts.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    v: Literal[1] = CONTRACT_VERSION
+    v: Literal[1, 2] = CONTRACT_VERSION
     job_id: str = Field(min_length=1, max_length=64)
     batch: int = Field(ge=0)
     collection: str
     model: str = Field(min_length=1, max_length=64)
-    texts: list[Any] = Field(min_length=1, max_length=MAX_BATCH_TEXTS)
-    ids: list[Any] | None = None
+    texts: list[Any] = Field(default_factory=list, max_length=MAX_BATCH_TEXTS)
+    ids: list[Any] | None = Field(None, max_length=MAX_BATCH_TEXTS)
     metadata: list[Any] | None = None
+    versions: list[Any] | None = None
+    #: Sequence number of the first item; messages of contract 1 have none (the worker draws
+    #: them when it takes the batch).
+    seq: int | None = Field(None, ge=1, lt=MAX_VERSION)
+    overlong: Overlong = "chunk"
+    #: Documents are always chunked; plain texts only when longer than the model reads.
+    documents: bool = False
+    delete: bool = False
 
     @model_validator(mode="after")
     def _check_shape(self) -> BatchMessage:
         check_collection(self.collection)
-        for field in ("ids", "metadata"):
+        if self.delete:
+            if self.texts or self.metadata is not None or not self.ids:
+                raise ValueError("a delete batch carries ids only (no texts, no metadata)")
+        elif not self.texts:
+            raise ValueError("a batch needs at least one text")
+        for field in ("ids", "metadata", "versions"):
             items = getattr(self, field)
-            if items is not None and len(items) != len(self.texts):
-                raise ValueError(f"{len(items)} {field} for {len(self.texts)} texts")
+            if items is not None and len(items) != self.size:
+                raise ValueError(f"{len(items)} {field} for {self.size} items")
         return self
+
+    @property
+    def size(self) -> int:
+        """How many items (texts, or ids to delete) it carries."""
+        return len(self.ids or ()) if self.delete else len(self.texts)
 
 
 class SearchMessage(BaseModel):
@@ -196,12 +268,14 @@ class SearchMessage(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    v: Literal[1] = CONTRACT_VERSION
+    v: Literal[1, 2] = CONTRACT_VERSION
     query: str = Field(min_length=1, max_length=65_535)
     k: int = Field(5, ge=1, le=16_384)
     collection: str
     model: str = Field(min_length=1, max_length=64)
     filter: str = Field("", max_length=65_535)
+    #: At most one hit (its best chunk) per document.
+    per_document: bool = False
 
     @model_validator(mode="after")
     def _check_collection(self) -> SearchMessage:
@@ -212,12 +286,17 @@ class SearchMessage(BaseModel):
 
 
 class Hit(BaseModel):
-    """One search result, as the worker returns it."""
+    """One search result, as the worker returns it: a chunk of a document (a plain text is a
+    document of one chunk). ``text[start:end]`` of the document is the chunk's ``text``."""
 
     id: str
     text: str
     metadata: dict[str, Any]
     score: float
+    chunk: int = 0
+    start: int = 0
+    end: int | None = None
+    version: float | None = None
 
     @model_validator(mode="after")
     def _finite(self) -> Hit:

@@ -19,31 +19,43 @@ import redis
 
 from config.errors import BrokerUnavailableError, JobFailedError, JobNotFoundError
 
-__all__ = ["JobStatus", "JobTracker"]
+__all__ = ["COUNTERS", "JobStatus", "JobTracker"]
 
 _MAX_ERRORS = 100
 
+#: What a job counts, added up over its batches (see worker.batch.BatchOutcome.counters).
+COUNTERS = (
+    "texts_stored",
+    "texts_rejected",
+    "chunks_stored",
+    "texts_truncated",
+    "superseded",
+    "deleted",
+)
+
 # Several batches at once (a worker records the batches it embedded together in one call).
 # KEYS: per batch its job hash, done set, failed hash, errors list.
-# ARGV: ttl, then per batch: batch, stored, rejected, error count, error lines...
+# ARGV: ttl, then per batch: batch, counter count, (name, value) pairs, error count, lines...
 # Returns per batch 1 when it was counted now, 0 when it had been before.
 _DONE = f"""
 local ttl, a, counted = ARGV[1], 2, {{}}
 for k = 1, #KEYS, 4 do
   local job, done, failed, errors = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
-  local batch, lines = ARGV[a], tonumber(ARGV[a + 3])
+  local batch, counters = ARGV[a], tonumber(ARGV[a + 1])
+  local lines = tonumber(ARGV[a + 2 + 2 * counters])
   local added = redis.call('SADD', done, batch)
   if added == 1 then
-    redis.call('HINCRBY', job, 'texts_stored', ARGV[a + 1])
-    redis.call('HINCRBY', job, 'texts_rejected', ARGV[a + 2])
+    for c = 0, counters - 1 do
+      redis.call('HINCRBY', job, ARGV[a + 2 + 2 * c], ARGV[a + 3 + 2 * c])
+    end
     redis.call('HDEL', failed, batch)
-    for i = 1, lines do redis.call('RPUSH', errors, ARGV[a + 3 + i]) end
+    for i = 1, lines do redis.call('RPUSH', errors, ARGV[a + 2 + 2 * counters + i]) end
     redis.call('LTRIM', errors, 0, {_MAX_ERRORS - 1})
   end
   for i = 0, 3 do redis.call('EXPIRE', KEYS[k + i], ttl) end
   redis.call('PUBLISH', job .. ':progress', batch)
   counted[#counted + 1] = added
-  a = a + 4 + lines
+  a = a + 3 + 2 * counters + lines
 end
 return counted
 """
@@ -72,6 +84,14 @@ class JobStatus:
     texts_stored: int
     texts_rejected: int
     collection: str = ""
+    #: Rows written: one per chunk (a plain text that fits the model is one chunk).
+    chunks_stored: int = 0
+    #: Plain texts cut to what the model reads (EMBEDQ_BATCH__OVERLONG=truncate).
+    texts_truncated: int = 0
+    #: Items a newer operation on the same document had already replaced (nothing written).
+    superseded: int = 0
+    #: Documents (or texts) deleted by id; deleting an absent one counts too.
+    deleted: int = 0
     failures: dict[int, str] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
 
@@ -99,10 +119,19 @@ class JobStatus:
 
     def summary(self) -> str:
         total = "?" if self.total_batches is None else str(self.total_batches)
+        extra = "".join(
+            f", {value} {name}"
+            for name, value in (
+                ("deleted", self.deleted),
+                ("truncated", self.texts_truncated),
+                ("superseded by a newer version", self.superseded),
+            )
+            if value
+        )
         return (
             f"job {self.job_id}: {self.batches_done}/{total} batches done, "
-            f"{self.batches_failed} failed; {self.texts_stored} texts stored, "
-            f"{self.texts_rejected} rejected"
+            f"{self.batches_failed} failed; {self.texts_stored} texts stored "
+            f"({self.chunks_stored} chunks), {self.texts_rejected} rejected{extra}"
         )
 
 
@@ -171,20 +200,24 @@ class JobTracker:
             pubsub.close()
 
     def batch_done(
-        self, job_id: str, batch: int, stored: int, rejected: int, errors: list[str]
+        self, job_id: str, batch: int, counters: Mapping[str, int], errors: list[str]
     ) -> bool:
-        """Count a stored batch once; returns False when it had been counted before."""
-        return self.batches_done([(job_id, batch, stored, rejected, errors)])[0]
+        """Count a stored batch once; returns False when it had been counted before.
+        ``counters`` holds what to add (names from :data:`COUNTERS`)."""
+        return self.batches_done([(job_id, batch, counters, errors)])[0]
 
-    def batches_done(self, done: Sequence[tuple[str, int, int, int, list[str]]]) -> list[bool]:
-        """:meth:`batch_done` for several (job, batch, stored, rejected, errors) in one call:
-        a worker that embedded many small batches together records them at once."""
+    def batches_done(
+        self, done: Sequence[tuple[str, int, Mapping[str, int], list[str]]]
+    ) -> list[bool]:
+        """:meth:`batch_done` for several (job, batch, counters, errors) in one call: a worker
+        that embedded many small batches together records them at once."""
         keys: list[str] = []
         args: list[Any] = [self._ttl]
-        for job_id, batch, stored, rejected, errors in done:
+        for job_id, batch, counters, errors in done:
             lines = errors[:_MAX_ERRORS]
             keys += self._keys(job_id)
-            args += [batch, stored, rejected, len(lines), *lines]
+            pairs = [item for name in COUNTERS for item in (name, int(counters.get(name, 0)))]
+            args += [batch, len(COUNTERS), *pairs, len(lines), *lines]
         return [bool(added) for added in self._done(keys=keys, args=args)]
 
     def batch_failed(self, job_id: str, batch: int, reason: str) -> None:
@@ -218,6 +251,10 @@ class JobTracker:
             texts_stored=int(job.get("texts_stored", 0)),
             texts_rejected=int(job.get("texts_rejected", 0)),
             collection=job.get("collection", ""),
+            chunks_stored=int(job.get("chunks_stored", 0)),
+            texts_truncated=int(job.get("texts_truncated", 0)),
+            superseded=int(job.get("superseded", 0)),
+            deleted=int(job.get("deleted", 0)),
             failures=failed,
             errors=[_text(e) for e in cast(list[Any], raw_errors)],
         )

@@ -31,6 +31,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "KNOWN_MODELS",
     "BatchSettings",
+    "ChunkSettings",
     "FlowerSettings",
     "JobSettings",
     "MetricsSettings",
@@ -221,12 +222,17 @@ class MilvusSettings(BaseModel):
 class BatchSettings(BaseModel):
     """How the producer cuts input into queue messages, and what one text may be."""
 
-    size: int = Field(256, ge=1, le=10_000, description="texts per queue message")
-    max_text_chars: int = Field(
-        16_000, ge=1, le=65_535, description="longest text accepted (characters)"
+    size: int = Field(256, ge=1, le=10_000, description="texts or documents per queue message")
+    max_document_bytes: int = Field(
+        10 * 1024 * 1024,
+        ge=1024,
+        le=256 * 1024 * 1024,
+        description="largest text or document accepted (UTF-8 bytes)",
     )
-    overlong: Literal["reject", "truncate"] = Field(
-        "reject", description="what to do with a text over max_text_chars"
+    overlong: Literal["chunk", "reject", "truncate"] = Field(
+        "chunk",
+        description="a plain text longer than the model reads is split into chunks, rejected, "
+        "or cut (the job counts truncated texts); documents are always chunked",
     )
     max_metadata_bytes: int = Field(
         16_384, ge=2, le=65_536, description="largest metadata object, as compact JSON"
@@ -241,6 +247,27 @@ def _model_names(value: Any) -> Any:
     if not isinstance(value, list):
         return value
     return [model_name(name) for name in value]
+
+
+class ChunkSettings(BaseModel):
+    """How workers split documents (and overlong texts) into chunks, with the model's own
+    tokenizer, at paragraph, line, sentence and word boundaries where possible."""
+
+    tokens: int = Field(
+        256, ge=8, le=8192, description="most tokens in a chunk (at most the model's max_length)"
+    )
+    overlap: int = Field(
+        32, ge=0, description="tokens of the previous chunk repeated at the start of the next"
+    )
+
+    @model_validator(mode="after")
+    def _check_overlap(self) -> ChunkSettings:
+        if self.overlap * 2 > self.tokens:
+            raise ValueError(
+                f"EMBEDQ_CHUNKS__OVERLAP ({self.overlap}) must be at most half of "
+                f"EMBEDQ_CHUNKS__TOKENS ({self.tokens})"
+            )
+        return self
 
 
 class WorkerSettings(BaseModel):
@@ -408,6 +435,7 @@ class Settings(BaseSettings):
     #: More models by name (EMBEDQ_MODELS__<NAME>__SOURCE=...), for mixed fleets and reindexing.
     models: dict[str, ModelOptions] = Field(default_factory=dict)
     batch: BatchSettings = Field(default_factory=BatchSettings)
+    chunks: ChunkSettings = Field(default_factory=ChunkSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
     flower: FlowerSettings = Field(default_factory=FlowerSettings)
@@ -449,6 +477,13 @@ class Settings(BaseSettings):
                 f"EMBEDQ_WORKER__MODELS names unknown model(s) {', '.join(unknown)}; known: "
                 f"{', '.join(known)}. Define one with EMBEDQ_MODELS__<NAME>__SOURCE"
             )
+        for model in self.served_models():
+            if model.max_length is not None and self.chunks.tokens > model.max_length:
+                raise ValueError(
+                    f"EMBEDQ_CHUNKS__TOKENS ({self.chunks.tokens}) is more than model "
+                    f"{model.name!r} reads (max_length {model.max_length}); lower it, or the "
+                    "end of every full chunk would be cut off"
+                )
         return self
 
     def catalog(self) -> dict[str, ModelSettings]:

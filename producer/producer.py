@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -23,6 +23,7 @@ from config.connections import redis_client
 from config.contract import (
     TASK_EMBED,
     TASK_SEARCH,
+    Document,
     Hit,
     check_collection,
     embed_queue,
@@ -40,10 +41,18 @@ from config.errors import (
 from config.jobs import JobTracker
 from config.registry import CollectionRegistry
 from config.settings import Settings, load_settings
+from config.versions import VersionRegister
 from producer.job import Job
-from producer.records import Record, batches, check_items
+from producer.records import (
+    Record,
+    batches,
+    check_documents,
+    check_ids,
+    check_items,
+    check_weight,
+)
 
-__all__ = ["EmbeddingProducer", "Record"]
+__all__ = ["Document", "EmbeddingProducer", "Record"]
 
 
 class EmbeddingProducer:
@@ -58,6 +67,7 @@ class EmbeddingProducer:
         self._app = make_celery(self.settings, main="embedq-producer")
         self._redis = redis_client(self.settings.redis)
         self._tracker = JobTracker(self._redis, self.settings.jobs.ttl_seconds)
+        self._register = VersionRegister(self._redis)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -85,39 +95,107 @@ class EmbeddingProducer:
         metadata: Sequence[dict[str, Any] | None] | None = None,
         collection: str | None = None,
         model: str | None = None,
+        versions: Sequence[Any] | None = None,
     ) -> Job:
         """Check every item, then queue them in batches of ``EMBEDQ_BATCH__SIZE``.
 
         Nothing is queued when any item is invalid: the :class:`InvalidInputError` lists
         which items and why. Without ``ids``, each text's id is a hash of (model, text), so
-        submitting the same texts again overwrites instead of duplicating.
+        submitting the same texts again overwrites instead of duplicating. A text with an id
+        replaces whatever that id held; ``versions`` (numbers, e.g. the source's updated_at)
+        order the writes of one id: the greatest wins, whatever order workers take them in.
 
-        ``model`` names the model to embed with; by default the collection's own model (the
-        one it was built with), or the default model for a new collection. The batches go to
-        that model's queue, where only workers serving it take them.
+        A text longer than the model reads is split into chunks, refused or cut, as
+        ``EMBEDQ_BATCH__OVERLONG`` says. ``model`` names the model to embed with; by default
+        the collection's own model (the one it was built with), or the default model for a new
+        collection. The batches go to that model's queue, where only workers serving it take
+        them.
         """
-        records = self.validate(texts, ids, metadata)
+        records = self.validate(texts, ids, metadata, versions)
         return self.submit_records(records, collection=collection, model=model)
+
+    def submit_documents(
+        self,
+        documents: Iterable[Document | Mapping[str, Any]],
+        collection: str | None = None,
+        model: str | None = None,
+        delete: Sequence[str | int] = (),
+    ) -> Job:
+        """Queue documents (:class:`Document`, or dicts with ``id``, ``text``, optional
+        ``metadata`` and ``version``); workers split each into chunks of at most
+        ``EMBEDQ_CHUNKS__TOKENS`` tokens, a row per chunk.
+
+        A document submitted again replaces the old one whole: once the job has finished, no
+        chunk of the old version remains. The greatest version of an id wins; without
+        versions, the one queued last. ``delete`` names documents to delete in the same job.
+        Nothing is queued when any document is invalid."""
+        records = check_documents(documents, self.settings.batch)
+        deleted = check_ids(delete, self.settings.batch) if delete else []
+        both = sorted({key for key, _ in deleted} & {r.id for r in records if r.id is not None})
+        if both:
+            raise InvalidInputError(
+                f"id(s) {', '.join(map(repr, both[:5]))} are both written and deleted in this "
+                "call; nothing was queued. Send the write or the delete, or send them in two "
+                "calls (the later one wins)"
+            )
+        self._check_weights(records)
+        return self._queue(records, collection, model, documents=True, deletes=deleted)
+
+    def delete(
+        self,
+        ids: Sequence[str | int],
+        collection: str | None = None,
+        versions: Sequence[Any] | None = None,
+    ) -> Job:
+        """Delete documents (or texts) by id, through the queues, as a job. Deleting an id
+        that is not stored is no error. With ``versions``, a delete older than a write of the
+        same id changes nothing; without, it wins over every write queued before it."""
+        deleted = check_ids(ids, self.settings.batch, versions)
+        return self._queue([], collection, None, deletes=deleted)
 
     def validate(
         self,
         texts: Sequence[str],
         ids: Sequence[str | int] | None = None,
         metadata: Sequence[dict[str, Any] | None] | None = None,
+        versions: Sequence[Any] | None = None,
     ) -> list[Record]:
         """The checked records of a :meth:`submit` call, or one error naming every problem."""
-        return check_items(texts, ids, metadata, self.settings.batch)
+        records = check_items(texts, ids, metadata, self.settings.batch, versions)
+        self._check_weights(records)
+        return records
+
+    def _max_bytes(self) -> int:
+        # The worker refuses bodies over its limit: leave room for the envelope.
+        limit = self.settings.worker.max_message_bytes
+        return limit - min(64 * 1024, limit // 8)
+
+    def _check_weights(self, records: list[Record]) -> None:
+        limit = self._max_bytes()
+        for record in records:
+            check_weight(record, limit)
 
     def submit_records(
         self, records: Iterable[Record], collection: str | None = None, model: str | None = None
     ) -> Job:
         """Queue already-checked records (from :meth:`validate` or a file reader), streaming:
         memory stays flat however many records there are."""
+        return self._queue(records, collection, model)
+
+    def _queue(
+        self,
+        records: Iterable[Record],
+        collection: str | None,
+        model: str | None,
+        *,
+        documents: bool = False,
+        deletes: Sequence[tuple[str, float | None]] = (),
+    ) -> Job:
         name, model_name = self.target(collection, model)
-        # The worker refuses bodies over its limit: leave room for the envelope.
-        limit = self.settings.worker.max_message_bytes
-        max_bytes = limit - min(64 * 1024, limit // 8)
-        chunks = batches(records, self.settings.batch.size, max_bytes)
+        size = self.settings.batch.size
+        writes = (("write", chunk) for chunk in batches(records, size, self._max_bytes()))
+        removals = (("delete", list(deletes[i : i + size])) for i in range(0, len(deletes), size))
+        chunks: Iterator[tuple[str, list[Any]]] = itertools.chain(writes, removals)
         first = next(chunks, None)
         if first is None:
             raise InvalidInputError("no records to submit; pass at least one text")
@@ -134,8 +212,10 @@ class EmbeddingProducer:
         try:
             with self._app.producer_or_acquire() as publisher:
                 head = [first] if second is None else [first, second]
-                for index, chunk in enumerate(itertools.chain(head, chunks)):
-                    self._send(publisher, job.id, index, name, model_name, chunk)
+                for index, (kind, chunk) in enumerate(itertools.chain(head, chunks)):
+                    message = self._message(job.id, index, name, model_name, kind, chunk)
+                    message["documents"] = documents
+                    self._send(publisher, message, len(chunk))
                     sent, texts = sent + 1, texts + len(chunk)
             if second is None:
                 self._tracker.create(job.id, name, model_name, sealed=(sent, texts))
@@ -189,38 +269,53 @@ class EmbeddingProducer:
             ) from exc
         return job
 
-    def _send(
+    def _message(
         self,
-        publisher: Any,
         job_id: str,
         index: int,
         collection: str,
         model: str,
-        chunk: list[Record],
-    ) -> None:
-        with_ids = any(key is not None for _, key, _ in chunk)
-        with_meta = any(meta for _, _, meta in chunk)
+        kind: str,
+        chunk: list[Any],
+    ) -> dict[str, Any]:
+        """The body of one batch: its items, and the sequence number of the first (each item
+        is one operation, ordered by the numbers Redis hands out)."""
         message: dict[str, Any] = {
-            "v": 1,
+            "v": 2,
             "job_id": job_id,
             "batch": index,
             "collection": collection,
             "model": model,
-            "texts": [text for text, _, _ in chunk],
+            "seq": self._register.next_seqs(len(chunk)),
         }
-        if with_ids:
-            message["ids"] = [key for _, key, _ in chunk]
-        if with_meta:
-            message["metadata"] = [meta or {} for _, _, meta in chunk]
+        if kind == "delete":
+            message["delete"] = True
+            message["ids"] = [key for key, _ in chunk]
+            if any(version is not None for _, version in chunk):
+                message["versions"] = [version for _, version in chunk]
+            return message
+        records: list[Record] = chunk
+        message["texts"] = [r.text for r in records]
+        message["overlong"] = self.settings.batch.overlong
+        if any(r.id is not None for r in records):
+            message["ids"] = [r.id for r in records]
+        if any(r.metadata for r in records):
+            message["metadata"] = [r.metadata or {} for r in records]
+        if any(r.version is not None for r in records):
+            message["versions"] = [r.version for r in records]
+        return message
+
+    def _send(self, publisher: Any, message: dict[str, Any], items: int) -> None:
+        job_id, index = message["job_id"], message["batch"]
         self._app.send_task(
             TASK_EMBED,
             kwargs={"batch": message},
-            queue=embed_queue(model),
+            queue=embed_queue(message["model"]),
             producer=publisher,
             ignore_result=True,
             # Read by the worker's consumer to mark the batch failed if it must refuse the
             # message unread (too large), and by dynamic batching to size what it takes.
-            headers={"embedq_job": job_id, "embedq_batch": index, "embedq_texts": len(chunk)},
+            headers={"embedq_job": job_id, "embedq_batch": index, "embedq_texts": items},
         )
 
     # -- dead letters -----------------------------------------------------------------------
@@ -241,15 +336,31 @@ class EmbeddingProducer:
         if letter is None:
             raise JobNotFoundError(f"no dead letter {letter_id!r} (see `embedq dead-letters list`)")
         source = body if body is not None else letter.body
-        if not isinstance(source, dict) or not isinstance(source.get("texts"), list):
+        if not isinstance(source, dict) or not isinstance(source.get("texts", []), list):
             raise InvalidInputError(
                 f"dead letter {letter_id} holds no batch to requeue ({letter.kind}: "
                 f"{letter.reason[:200]}); a message that was not JSON cannot be requeued, fix it "
                 "at its source"
             )
-        records = self.validate(source["texts"], source.get("ids"), source.get("metadata"))
-        collection = source.get("collection")
-        job = self.submit_records(records, collection=collection if collection else None)
+        collection = source.get("collection") or None
+        texts, ids = source.get("texts") or [], source.get("ids")
+        metadata, versions = source.get("metadata"), source.get("versions")
+        if source.get("delete"):
+            job = self.delete(ids or [], collection=collection, versions=versions)
+        elif source.get("documents"):
+            documents = [
+                {
+                    "id": None if ids is None else ids[i],
+                    "text": text,
+                    "metadata": None if metadata is None else metadata[i],
+                    "version": None if versions is None else versions[i],
+                }
+                for i, text in enumerate(texts)
+            ]
+            job = self.submit_documents(documents, collection=collection)
+        else:
+            records = self.validate(texts, ids, metadata, versions)
+            job = self.submit_records(records, collection=collection)
         self.dead_letters.remove(letter_id)
         return job
 
@@ -266,11 +377,13 @@ class EmbeddingProducer:
         collection: str | None = None,
         filter: str = "",
         timeout: float | None = None,
+        per_document: bool = False,
     ) -> list[Hit]:
-        """The ``k`` stored texts nearest to ``query``, best first, each with its id, text,
-        metadata and score. The query is encoded on a worker with the collection's own model.
-        ``filter`` is a Milvus filter expression on the stored fields, e.g.
-        ``metadata["lang"] == "en"`` or ``id in ["a", "b"]``."""
+        """The ``k`` stored chunks nearest to ``query``, best first, each with its document's
+        id, its text, offsets in the document, metadata and score; with ``per_document``, the
+        best chunk of each of the ``k`` best documents. The query is encoded on a worker with
+        the collection's own model. ``filter`` is a Milvus filter expression on the stored
+        fields, e.g. ``metadata["lang"] == "en"`` or ``id in ["a", "b"]``."""
         if not isinstance(query, str) or not query.strip():
             raise InvalidInputError("query must be a non-empty str")
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 16_384:
@@ -279,12 +392,13 @@ class EmbeddingProducer:
             raise InvalidInputError(f"filter must be a str (a Milvus expression), got {filter!r}")
         name, model = self.target(collection)
         message = {
-            "v": 1,
+            "v": 2,
             "query": query,
             "k": k,
             "collection": name,
             "model": model,
             "filter": filter,
+            "per_document": bool(per_document),
         }
         wait = timeout if timeout is not None else self.settings.jobs.search_timeout
         result = None

@@ -7,7 +7,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from worker.encoder import ModelInfo, Vectors
+from config.settings import BatchSettings
+from config.versions import Claim, OrderKey
+from worker.batch import Embedder
+from worker.chunker import Chunker
+from worker.encoder import Encoder, ModelInfo, Vectors
+from worker.store import InMemoryStore, VectorStore
 
 
 class HashEncoder:
@@ -29,3 +34,59 @@ class HashEncoder:
             seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
             rows.append(np.random.default_rng(seed).standard_normal(self._info.dim))
         return np.ascontiguousarray(np.array(rows, dtype=np.float32).reshape(-1, self._info.dim))
+
+
+class MemoryRegister:
+    """A :class:`~worker.batch.Register` in a dict, with the Lua scripts' semantics."""
+
+    def __init__(self) -> None:
+        self.claimed: dict[tuple[str, str], OrderKey] = {}
+        self._seq = 0
+
+    def next_seqs(self, count: int) -> int:
+        first = self._seq + 1
+        self._seq += count
+        return first
+
+    def claim(self, collection: str, ops: Sequence[tuple[str, OrderKey]]) -> list[Claim]:
+        out: list[Claim] = []
+        for doc, key in ops:
+            held = self.claimed.get((collection, doc))
+            if held is None:
+                out.append(Claim.FIRST)
+            elif key > held:
+                out.append(Claim.NEWER)
+            elif key == held:
+                out.append(Claim.AGAIN)
+            else:
+                out.append(Claim.STALE)
+            if out[-1] in (Claim.FIRST, Claim.NEWER):
+                self.claimed[(collection, doc)] = key
+        return out
+
+    def latest(self, collection: str, docs: Sequence[str]) -> list[OrderKey | None]:
+        return [self.claimed.get((collection, doc)) for doc in docs]
+
+
+def word_chunker(tokens: int = 8, overlap: int = 0) -> Chunker:
+    """A chunker whose tokens are whitespace-separated words."""
+    return Chunker(lambda text: len(text.split()), tokens, overlap)
+
+
+def make_embedder(
+    encoder: Encoder | None = None,
+    store: VectorStore | None = None,
+    register: MemoryRegister | None = None,
+    *,
+    tokens: int = 8,
+    max_length: int | None = 16,
+    limits: BatchSettings | None = None,
+) -> Embedder:
+    return Embedder(
+        encoder if encoder is not None else HashEncoder(),
+        word_chunker(tokens),
+        store if store is not None else InMemoryStore(),
+        register if register is not None else MemoryRegister(),
+        limits if limits is not None else BatchSettings(),
+        max_length,
+    )

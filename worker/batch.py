@@ -1,14 +1,38 @@
-"""What a worker does with one message, independent of Celery: check each item, encode the
-good ones, upsert them. Unit-tested with fakes of the encoder and the store."""
+"""What a worker does with one message (or a group of small ones), independent of Celery:
+check each item, chunk and encode the good ones, and apply each operation so that the last
+one submitted for a document wins, whatever order workers take them in.
+
+How the last operation wins
+---------------------------
+Every operation carries an order key ``(version, seq)`` (see :mod:`config.versions`), and every
+row it writes records that key and has a primary key of its own (document id, seq, chunk
+number), so rows of different operations never overwrite each other. An operation
+
+1. *claims* its document in the Redis register; if a greater key is already claimed it is
+   **stale** and writes nothing (it only removes rows an earlier attempt of its own wrote);
+2. writes its chunks (upsert: a redelivery rewrites the same rows);
+3. unless it was the first operation ever claimed on the document, reads the document's
+   stored rows (a strong read) and deletes those with a smaller key than its own;
+4. reads the register again: if a greater key was claimed meanwhile, it deletes its own rows.
+
+Why that converges on the greatest key W: W's rows are never deleted (step 3 of another
+operation deletes only smaller keys, step 1 and 4 only the operation's own rows). A row of a
+smaller key X written before W's step-3 read is deleted by W; one written after it was written
+after W's claim, so X's own step 4 (which follows its write) sees W and deletes it. An attempt
+cut short by a crash or a failure is retried with the same key and does it all again.
+Collections in the texts layout (created before documents) keep their old semantics: a row per
+text keyed by id, the last write to arrive wins.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -19,184 +43,491 @@ from config.contract import (
     check_id,
     check_metadata,
     check_text,
+    check_version,
     derive_id,
 )
 from config.errors import InvalidInputError, ModelMismatchError, StoreUnavailableError
 from config.settings import BatchSettings
-from worker.encoder import Encoder
+from config.versions import Claim, OrderKey
+from worker.chunker import Chunker, Span
+from worker.encoder import Encoder, Vectors
 from worker.store import Rows, VectorStore
 
-__all__ = ["BatchOutcome", "embed_batch", "embed_batches", "search"]
+__all__ = ["BatchOutcome", "Embedder", "Register", "row_key"]
+
+
+class Register(Protocol):
+    """The version register (:class:`config.versions.VersionRegister` on Redis)."""
+
+    def next_seqs(self, count: int) -> int: ...
+    def claim(self, collection: str, ops: Sequence[tuple[str, OrderKey]]) -> list[Claim]: ...
+    def latest(self, collection: str, docs: Sequence[str]) -> list[OrderKey | None]: ...
 
 
 @dataclass
 class BatchOutcome:
-    """``stored`` rows were written; ``rejected`` maps item positions to the reason."""
+    """What became of one message's items.
+
+    ``stored`` items were applied (written, deleted, or found replaced by a newer operation on
+    their document: ``superseded``); ``rejected`` maps item positions to the reason."""
 
     stored: int = 0
     rejected: dict[int, str] = field(default_factory=dict)
+    chunks: int = 0
+    truncated: int = 0
+    superseded: int = 0
+    deleted: int = 0
+    #: Items stored with something left out, by position (a chunk the model cannot read).
+    notes: dict[int, str] = field(default_factory=dict)
     #: Time spent encoding and writing, on the first outcome of a coalesced group only.
     encode_seconds: float = 0.0
     upsert_seconds: float = 0.0
 
     def error_lines(self, job_id: str, batch: int) -> list[str]:
-        return [f"job {job_id} batch {batch} item {i}: {why}" for i, why in self.rejected.items()]
+        lines = [f"job {job_id} batch {batch} item {i}: {why}" for i, why in self.rejected.items()]
+        return lines + [f"job {job_id} batch {batch} item {i}: {n}" for i, n in self.notes.items()]
+
+    def counters(self) -> dict[str, int]:
+        """The counts a job's progress record adds up."""
+        return {
+            "texts_stored": self.stored,
+            "texts_rejected": len(self.rejected),
+            "chunks_stored": self.chunks,
+            "texts_truncated": self.truncated,
+            "superseded": self.superseded,
+            "deleted": self.deleted,
+        }
 
     def rejected_message(self, message: BatchMessage) -> dict[str, Any]:
         """A batch message of the rejected items only, as they arrived: what a dead letter
         keeps so that they can be fixed and requeued."""
         picks = sorted(self.rejected)
-        body: dict[str, Any] = message.model_dump(exclude={"ids", "metadata"})
-        body["texts"] = [message.texts[i] for i in picks]
-        if message.ids is not None:
-            body["ids"] = [message.ids[i] for i in picks]
-        if message.metadata is not None:
-            body["metadata"] = [message.metadata[i] for i in picks]
+        body: dict[str, Any] = message.model_dump(exclude={"ids", "metadata", "versions", "seq"})
+        body["texts"] = [message.texts[i] for i in picks] if not message.delete else []
+        for name in ("ids", "metadata", "versions"):
+            column = getattr(message, name)
+            if column is not None:
+                body[name] = [column[i] for i in picks]
         return body
 
 
-def _check_model(message_model: str, encoder: Encoder) -> None:
-    if message_model != encoder.info.name:
-        raise ModelMismatchError(
-            f"message asks for model {message_model!r} but this worker serves "
-            f"{encoder.info.name!r}; route it to the queue of {message_model!r}"
-        )
+def row_key(doc: str, seq: int, chunk: int) -> str:
+    """Primary key of a chunk row: distinct for every operation, the same on a redelivery."""
+    return hashlib.blake2b(f"{doc}\x00{seq}\x00{chunk}".encode(), digest_size=12).hexdigest()
 
 
-@dataclass
-class _Checked:
-    """The valid items of one message, by id, and where each came from."""
+@dataclass(eq=False)
+class _Op:
+    """One item of a message: a write (``spans``) or a delete (``spans`` None)."""
 
-    message: BatchMessage
-    outcome: BatchOutcome
-    rows: dict[str, tuple[str, dict[str, Any]]]
-    position: dict[str, int]
+    message: int
+    item: int
+    collection: str
+    doc: str
+    key: OrderKey
+    metadata: dict[str, Any]
+    spans: list[Span] | None
+    truncated: bool = False
+    claim: Claim | None = None
+    #: The chunks it writes (those that encoded to something), by number, and where their
+    #: vectors are in the block its part was encoded into.
+    written: list[int] = field(default_factory=list)
+    rows: list[int] = field(default_factory=list)
+
+    def pks(self) -> list[str]:
+        return [row_key(self.doc, self.key.seq, c) for c in self.written]
 
 
-def _check(message: BatchMessage, limits: BatchSettings) -> _Checked:
-    outcome = BatchOutcome()
-    # id -> (text, metadata); a later duplicate id replaces an earlier one, as upsert would.
-    rows: dict[str, tuple[str, dict[str, Any]]] = {}
-    position: dict[str, int] = {}
-    for i, raw in enumerate(message.texts):
-        try:
-            text = check_text(raw, limits)
-            if message.ids is None:
-                key = derive_id(message.model, text)
+#: Operations are encoded and written in up to this many parts, of at least _MIN_CHUNKS chunks.
+_PARTS, _MIN_CHUNKS = 4, 64
+
+
+class Embedder:
+    """Applies messages of one model: its encoder and chunker, the store and the register."""
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        chunker: Chunker,
+        store: VectorStore,
+        register: Register,
+        limits: BatchSettings,
+        max_length: int | None,
+    ) -> None:
+        self.encoder = encoder
+        self.chunker = chunker
+        self.store = store
+        self.register = register
+        self.limits = limits
+        self.max_length = max_length
+
+    # -- the whole batch ------------------------------------------------------------------
+
+    def run(self, messages: Sequence[BatchMessage]) -> list[BatchOutcome]:
+        """Apply every valid item of several messages (small batches coalesced by the worker)
+        with few encode and write calls; one outcome per message, in order. An invalid item is
+        rejected on its own; a store or Redis error fails them all (nothing is acknowledged, so
+        every message is retried, and the retry finishes what this attempt started)."""
+        for message in messages:
+            self._check_model(message.model)
+        outcomes = [BatchOutcome() for _ in messages]
+        ops = [op for m, message in enumerate(messages) for op in self._ops(m, message, outcomes)]
+        collections = sorted({op.collection for op in ops})
+        layouts = {c: self.store.prepare(c, self.encoder.info) for c in collections}
+        legacy = [op for op in ops if layouts[op.collection] == "texts"]
+        ops = [op for op in ops if layouts[op.collection] == "documents"]
+        timing = (0.0, 0.0)
+        if legacy:
+            timing = self._apply_texts_layout(legacy, outcomes)
+        if ops:
+            timing = _add(timing, self._apply(ops, outcomes))
+        outcomes[0].encode_seconds, outcomes[0].upsert_seconds = timing
+        return outcomes
+
+    def _apply(self, ops: list[_Op], outcomes: list[BatchOutcome]) -> tuple[float, float]:
+        live, superseded = _latest_per_document(ops)
+        writes = [op for op in live if op.spans is not None]
+        deletes = [op for op in live if op.spans is None]
+        timing = self._write(writes, outcomes)
+        for collection, group in _by_collection(deletes).items():
+            self._claim(collection, group)
+        self._clean_up(live, superseded)
+        self._recheck(writes)
+        replaced = {id(op) for op in superseded}
+        for op in superseded + live:
+            outcome = outcomes[op.message]
+            if op.item in outcome.rejected:
+                continue
+            outcome.stored += 1
+            if op.claim is Claim.STALE or id(op) in replaced:
+                outcome.superseded += 1
+            elif op.spans is None:
+                outcome.deleted += 1
             else:
-                key = check_id(message.ids[i], limits)
-            meta = check_metadata(None if message.metadata is None else message.metadata[i], limits)
-        except InvalidInputError as exc:
-            outcome.rejected[i] = str(exc)
-            continue
-        if key in rows and message.ids is not None:
-            outcome.rejected[position[key]] = f"duplicate id {key!r} in the same batch"
-        rows[key] = (text, meta)
-        position[key] = i
-    return _Checked(message, outcome, rows, position)
+                outcome.chunks += len(op.written)
+                outcome.truncated += op.truncated
+        return timing
 
+    # -- checking -------------------------------------------------------------------------
 
-def embed_batch(
-    message: BatchMessage, encoder: Encoder, store: VectorStore, limits: BatchSettings
-) -> BatchOutcome:
-    """Store every valid item of ``message``; an invalid item is rejected on its own."""
-    return embed_batches([message], encoder, store, limits)[0]
+    def _check_model(self, name: str) -> None:
+        if name != self.encoder.info.name:
+            raise ModelMismatchError(
+                f"message asks for model {name!r} but this worker serves "
+                f"{self.encoder.info.name!r}; route it to the queue of {name!r}"
+            )
 
+    def _ops(self, m: int, message: BatchMessage, outcomes: list[BatchOutcome]) -> Iterator[_Op]:
+        outcome = outcomes[m]
+        seq = message.seq if message.seq is not None else self.register.next_seqs(message.size)
+        seen: dict[str, int] = {}
+        found: dict[int, _Op] = {}
+        for i in range(message.size):
+            try:
+                op = self._op(m, i, message, seq + i)
+            except InvalidInputError as exc:
+                outcome.rejected[i] = str(exc)
+                continue
+            if op.doc in seen and message.ids is not None:
+                outcome.rejected[seen[op.doc]] = f"duplicate id {op.doc!r} in the same batch"
+                found.pop(seen[op.doc], None)
+            seen[op.doc] = i
+            found[i] = op
+        yield from found.values()
 
-def embed_batches(
-    messages: Sequence[BatchMessage], encoder: Encoder, store: VectorStore, limits: BatchSettings
-) -> list[BatchOutcome]:
-    """Store every valid item of several messages (small batches coalesced by the worker) with
-    few encode and upsert calls; one outcome per message, in order. An invalid item is
-    rejected on its own; a store error fails them all (nothing is acknowledged, so every
-    message is retried).
-
-    The texts go in chunks: while one chunk is written to Milvus (on a thread, waiting on the
-    network and the server), the next is encoded. Writes stay in order, one at a time, so a
-    later row of an id still wins as it would in turn."""
-    for message in messages:
-        _check_model(message.model, encoder)
-    checked = [_check(message, limits) for message in messages]
-    # (message index, id) of every row to write, in message order.
-    keys = [(m, key) for m, c in enumerate(checked) for key in c.rows]
-    if not keys:
-        return [c.outcome for c in checked]
-    size = max(_MIN_CHUNK, -(-len(keys) // _CHUNKS))
-    parts = [keys[i : i + size] for i in range(0, len(keys), size)]
-    encode_seconds = upsert_seconds = 0.0
-    writing: Future[tuple[float, list[int]]] | None = None
-    for n, part in enumerate(parts):
-        started = time.perf_counter()
-        vectors = encoder.encode([checked[m].rows[key][0] for m, key in part])
-        encode_seconds += time.perf_counter() - started
-        write = _prepare_write(part, vectors, checked, store, encoder)
-        if writing is not None:
-            upsert_seconds += _count_stored(_finished(writing), checked)
-            writing = None
-        # The last chunk is written here; the others on a thread while the next encodes. One
-        # write at a time, in order: each is waited for before the next starts.
-        if n < len(parts) - 1:
-            writing = _in_background(write)
+    def _op(self, m: int, i: int, message: BatchMessage, seq: int) -> _Op:
+        given = None if message.versions is None else message.versions[i]
+        version = float(seq) if given is None else check_version(given)
+        key = OrderKey(version, seq)
+        if message.delete:
+            doc = check_id(message.ids[i] if message.ids else None, self.limits)
+            return _Op(m, i, message.collection, doc, key, {}, None)
+        text = check_text(message.texts[i], self.limits)
+        if message.ids is None:
+            doc = derive_id(message.model, text)
         else:
-            upsert_seconds += _count_stored(write(), checked)
-    first = checked[0].outcome
-    first.encode_seconds, first.upsert_seconds = encode_seconds, upsert_seconds
-    return [c.outcome for c in checked]
-
-
-#: Texts are encoded and written in up to this many chunks, of at least _MIN_CHUNK texts.
-_CHUNKS, _MIN_CHUNK = 4, 64
-
-
-def _prepare_write(
-    part: list[tuple[int, str]],
-    vectors: np.ndarray[Any, Any],
-    checked: list[_Checked],
-    store: VectorStore,
-    encoder: Encoder,
-) -> Callable[[], tuple[float, list[int]]]:
-    """Reject the texts of ``part`` that encoded to nothing, and return the write of the rest:
-    it returns its seconds and the messages (by index) of the rows it stored, one per row."""
-    # A text made only of tokens the model does not know encodes to zeros, which no cosine
-    # search can rank: reject it rather than store a vector that matches nothing.
-    known = np.any(vectors != 0, axis=1)
-    for unknown in np.flatnonzero(~known).tolist():
-        m, key = part[unknown]
-        checked[m].outcome.rejected[checked[m].position[key]] = (
-            "the model knows none of this text's tokens (it would embed to a zero vector)"
+            doc = check_id(message.ids[i], self.limits)
+        meta = check_metadata(
+            None if message.metadata is None else message.metadata[i], self.limits
         )
-    by_collection: dict[str, list[int]] = {}
-    for good in np.flatnonzero(known).tolist():
-        by_collection.setdefault(checked[part[good][0]].message.collection, []).append(good)
-    for collection in by_collection:
-        store.prepare(collection, encoder.info)
+        op = _Op(m, i, message.collection, doc, key, meta, None)
+        limit = self.max_length
+        if message.documents:
+            op.spans = self.chunker.split(text)
+        elif limit is None or self.chunker.fits(text, limit):
+            op.spans = [Span(0, len(text), text)]
+        elif message.overlong == "chunk":
+            op.spans = self.chunker.split(text)
+        elif message.overlong == "truncate":
+            op.spans, op.truncated = [self.chunker.cut(text, limit)], True
+        else:
+            raise InvalidInputError(
+                f"text has {self.chunker.count(text)} tokens, more than model "
+                f"{message.model!r} reads ({limit}); submit it as a document, or set "
+                "EMBEDQ_BATCH__OVERLONG=chunk (or truncate)"
+            )
+        return op
 
-    def write() -> tuple[float, list[int]]:
+    # -- writing --------------------------------------------------------------------------
+
+    def _write(self, writes: list[_Op], outcomes: list[BatchOutcome]) -> tuple[float, float]:
+        """Encode, claim and write, in parts: while one part is written to Milvus (on a
+        thread, waiting on the network and the server), the next is encoded. Writes stay in
+        order, one at a time."""
+        total = sum(len(op.spans or ()) for op in writes)
+        if not total:
+            return 0.0, 0.0
+        size = max(_MIN_CHUNKS, -(-total // _PARTS))
+        encode_seconds = upsert_seconds = 0.0
+        writing: Future[float] | None = None
+        parts = list(_parts(writes, size))
+        for n, part in enumerate(parts):
+            started = time.perf_counter()
+            vectors = self.encoder.encode([s.text for op in part for s in op.spans or ()])
+            encode_seconds += time.perf_counter() - started
+            kept = _keep_known(part, vectors, outcomes)
+            if writing is not None:
+                upsert_seconds += _finished(writing)
+                writing = None
+            for collection, group in _by_collection(kept).items():
+                self._claim(collection, group)
+            live = [op for op in kept if op.claim is not Claim.STALE]
+            for op in kept:
+                if op.claim is Claim.STALE:
+                    op.written, op.rows = [], []
+            write = self._upserts(live, vectors)
+            if n < len(parts) - 1:
+                writing = _in_background(write)
+            else:
+                upsert_seconds += write()
+        return encode_seconds, upsert_seconds
+
+    def _claim(self, collection: str, ops: list[_Op]) -> None:
+        claims = self.register.claim(collection, [(op.doc, op.key) for op in ops])
+        for op, claim in zip(ops, claims, strict=True):
+            op.claim = claim
+
+    def _upserts(self, ops: list[_Op], vectors: Vectors) -> Callable[[], float]:
+        batches = [
+            (collection, _chunk_rows(group, vectors[[r for op in group for r in op.rows]]))
+            for collection, group in _by_collection(ops).items()
+        ]
+
+        def write() -> float:
+            started = time.perf_counter()
+            for collection, batch in batches:
+                self.store.upsert(collection, batch)
+            return time.perf_counter() - started
+
+        return write
+
+    # -- converging -----------------------------------------------------------------------
+
+    def _clean_up(self, live: list[_Op], superseded: list[_Op]) -> None:
+        """Step 1 and 3 of the module's protocol: delete the rows older than each claimed
+        operation, and rows that a stale (or superseded) operation wrote in an earlier attempt
+        of its own."""
+        by_collection: dict[str, dict[str, list[_Op]]] = {}
+        replaced = {id(op) for op in superseded}
+        for op in live + superseded:
+            # The first operation on a document has nothing older to remove; an unclaimed
+            # live one (rejected) wrote nothing.
+            if op.claim is Claim.FIRST or (op.claim is None and id(op) not in replaced):
+                continue
+            by_collection.setdefault(op.collection, {}).setdefault(op.doc, []).append(op)
+        for collection, docs in by_collection.items():
+            doomed: set[str] = set()
+            for row in self.store.chunks_of(collection, list(docs)):
+                for op in docs.get(row.id, ()):
+                    if op.claim in (Claim.NEWER, Claim.AGAIN):
+                        if OrderKey(row.version, row.seq) < op.key:
+                            doomed.add(row.pk)
+                    elif row.seq == op.key.seq:
+                        doomed.add(row.pk)
+            if doomed:
+                self.store.delete(collection, sorted(doomed))
+
+    def _recheck(self, writes: list[_Op]) -> None:
+        """Step 4: an operation overtaken while it wrote removes its own rows."""
+        by_collection: dict[str, list[_Op]] = {}
+        for op in writes:
+            if op.written and op.claim is not None and op.claim.live:
+                by_collection.setdefault(op.collection, []).append(op)
+        for collection, group in by_collection.items():
+            latest = self.register.latest(collection, [op.doc for op in group])
+            doomed = [
+                pk
+                for op, key in zip(group, latest, strict=True)
+                if key is not None and key > op.key
+                for pk in op.pks()
+            ]
+            if doomed:
+                self.store.delete(collection, doomed)
+
+    # -- collections in the texts layout --------------------------------------------------
+
+    def _apply_texts_layout(
+        self, ops: list[_Op], outcomes: list[BatchOutcome]
+    ) -> tuple[float, float]:
+        """A row per text keyed by its id; the last write to arrive wins."""
+        writes: list[_Op] = []
+        for op in ops:
+            if op.spans is None:
+                self.store.delete(op.collection, [op.doc])
+                outcomes[op.message].stored += 1
+                outcomes[op.message].deleted += 1
+            elif len(op.spans) > 1:
+                outcomes[op.message].rejected[op.item] = (
+                    f"this text needs {len(op.spans)} chunks but collection {op.collection!r} "
+                    "holds one row per text (it was created before documents); move it with "
+                    "`embedq reindex --from OLD --to NEW`, or set EMBEDQ_BATCH__OVERLONG=truncate"
+                )
+            else:
+                writes.append(op)
+        if not writes:
+            return 0.0, 0.0
         started = time.perf_counter()
-        stored: list[int] = []
-        for collection, picks in by_collection.items():
-            # Rows of one collection from different messages may share an id (the same text
-            # without ids): upsert each id once, the last one winning as it would in turn.
-            last = {part[j][1]: j for j in picks}
-            chosen = list(last.values())
-            rows = [checked[part[j][0]].rows[part[j][1]] for j in chosen]
-            store.upsert(
+        vectors = self.encoder.encode([(op.spans or [])[0].text for op in writes])
+        encode_seconds = time.perf_counter() - started
+        kept = _keep_known(writes, vectors, outcomes)
+        started = time.perf_counter()
+        for collection, group in _by_collection(kept).items():
+            # Rows of different messages may share an id: the last one wins, as in turn.
+            chosen = list({op.doc: op for op in group}.values())
+            self.store.upsert(
                 collection,
                 Rows(
-                    ids=[part[j][1] for j in chosen],
-                    texts=[text for text, _ in rows],
-                    metadata=[meta for _, meta in rows],
-                    vectors=np.ascontiguousarray(vectors[chosen]),
+                    ids=[op.doc for op in chosen],
+                    texts=[(op.spans or [])[0].text for op in chosen],
+                    metadata=[op.metadata for op in chosen],
+                    vectors=np.ascontiguousarray(vectors[[op.rows[0] for op in chosen]]),
                 ),
             )
-            stored += [part[j][0] for j in picks]
-        return time.perf_counter() - started, stored
+            for op in group:
+                outcomes[op.message].stored += 1
+                outcomes[op.message].chunks += 1
+                outcomes[op.message].truncated += op.truncated
+        return encode_seconds, time.perf_counter() - started
 
-    return write
+    # -- search ---------------------------------------------------------------------------
+
+    def search(self, message: SearchMessage) -> list[Hit]:
+        """Encode the query with the collection's model and return its nearest rows."""
+        self._check_model(message.model)
+        vector = self.encoder.encode([message.query])[0]
+        return self.store.search(
+            message.collection,
+            vector,
+            message.k,
+            self.encoder.info,
+            message.filter,
+            per_document=message.per_document,
+        )
 
 
-def _finished(writing: Future[tuple[float, list[int]]]) -> tuple[float, list[int]]:
-    """The result of a write, waited for. Interrupted while the write still runs (Celery's
+def _add(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
+    return a[0] + b[0], a[1] + b[1]
+
+
+def _by_collection(ops: list[_Op]) -> dict[str, list[_Op]]:
+    found: dict[str, list[_Op]] = {}
+    for op in ops:
+        found.setdefault(op.collection, []).append(op)
+    return found
+
+
+def _keep_known(part: list[_Op], vectors: Vectors, outcomes: list[BatchOutcome]) -> list[_Op]:
+    """The operations of ``part`` with something to write, each with the chunks it keeps. A
+    chunk made only of tokens the model does not know encodes to zeros, which no cosine search
+    can rank: it is left out (and said so), and an item with nothing else is rejected."""
+    known = np.any(vectors != 0, axis=1).tolist()
+    kept: list[_Op] = []
+    at = 0
+    for op in part:
+        count = len(op.spans or ())
+        op.written = [c for c in range(count) if known[at + c]]
+        op.rows = [at + c for c in op.written]
+        at += count
+        outcome = outcomes[op.message]
+        if not op.written:
+            outcome.rejected[op.item] = (
+                "the model knows none of this text's tokens (it would embed to a zero vector)"
+            )
+            continue
+        if len(op.written) < count:
+            outcome.notes[op.item] = (
+                f"{count - len(op.written)} of {count} chunks left out: the model knows none "
+                "of their tokens"
+            )
+        kept.append(op)
+    return kept
+
+
+def _latest_per_document(ops: list[_Op]) -> tuple[list[_Op], list[_Op]]:
+    """Split a group's operations into the latest per document (which claim) and the ones a
+    later operation in the same group replaces (which only clean up after themselves)."""
+    best: dict[tuple[str, str], _Op] = {}
+    for op in ops:
+        held = best.get((op.collection, op.doc))
+        if held is None or op.key > held.key:
+            best[(op.collection, op.doc)] = op
+    live = list(best.values())
+    chosen = {id(op) for op in live}
+    return live, [op for op in ops if id(op) not in chosen]
+
+
+def _parts(ops: list[_Op], size: int) -> Iterator[list[_Op]]:
+    part: list[_Op] = []
+    count = 0
+    for op in ops:
+        part.append(op)
+        count += len(op.spans or ())
+        if count >= size:
+            yield part
+            part, count = [], 0
+    if part:
+        yield part
+
+
+def _chunk_rows(ops: list[_Op], vectors: Vectors) -> Rows:
+    ids: list[str] = []
+    texts: list[str] = []
+    metadata: list[dict[str, Any]] = []
+    pks: list[str] = []
+    chunks: list[int] = []
+    starts: list[int] = []
+    ends: list[int] = []
+    versions: list[float] = []
+    seqs: list[int] = []
+    for op in ops:
+        spans = op.spans or []
+        for c in op.written:
+            span = spans[c]
+            ids.append(op.doc)
+            texts.append(span.text)
+            metadata.append(op.metadata)
+            pks.append(row_key(op.doc, op.key.seq, c))
+            chunks.append(c)
+            starts.append(span.start)
+            ends.append(span.end)
+            versions.append(op.key.version)
+            seqs.append(op.key.seq)
+    return Rows(
+        ids=ids,
+        texts=texts,
+        metadata=metadata,
+        vectors=np.ascontiguousarray(vectors),
+        pks=pks,
+        chunks=chunks,
+        starts=starts,
+        ends=ends,
+        versions=versions,
+        seqs=seqs,
+    )
+
+
+def _finished(writing: Future[float]) -> float:
+    """The seconds of a write, waited for. Interrupted while the write still runs (Celery's
     soft time limit arrives as an exception in the waiting thread), it is Milvus being slow,
     as when the upsert ran on the task's own thread: a transient error, retried."""
     try:
@@ -209,13 +540,11 @@ def _finished(writing: Future[tuple[float, list[int]]]) -> tuple[float, list[int
         ) from exc
 
 
-def _in_background(
-    write: Callable[[], tuple[float, list[int]]],
-) -> Future[tuple[float, list[int]]]:
+def _in_background(write: Callable[[], float]) -> Future[float]:
     """Run ``write`` on a daemon thread: a task that fails while it runs (a time limit) does not
     wait for it, and a worker process exiting is never held up by it; the retry rewrites the
     same rows."""
-    future: Future[tuple[float, list[int]]] = Future()
+    future: Future[float] = Future()
 
     def run() -> None:
         future.set_running_or_notify_cancel()
@@ -226,18 +555,3 @@ def _in_background(
 
     threading.Thread(target=run, name="embedq-write", daemon=True).start()
     return future
-
-
-def _count_stored(result: tuple[float, list[int]], checked: list[_Checked]) -> float:
-    """Count a finished write's rows in their messages' outcomes; returns its seconds."""
-    seconds, stored = result
-    for m in stored:
-        checked[m].outcome.stored += 1
-    return seconds
-
-
-def search(message: SearchMessage, encoder: Encoder, store: VectorStore) -> list[Hit]:
-    """Encode the query with the collection's model and return its nearest rows."""
-    _check_model(message.model, encoder)
-    vector = encoder.encode([message.query])[0]
-    return store.search(message.collection, vector, message.k, encoder.info, message.filter)

@@ -17,6 +17,7 @@ from config.settings import BUNDLED_MODEL, ModelSettings
 
 if TYPE_CHECKING:
     from model2vec import StaticModel
+    from tokenizers import Tokenizer
 
 __all__ = [
     "BUNDLED_MODEL_PATH",
@@ -159,6 +160,11 @@ class Model2VecEncoder:
     @property
     def info(self) -> ModelInfo:
         return self._info
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The model's own tokenizer (configured to truncate as the model reads)."""
+        return self._model.tokenizer
 
     def encode(self, texts: Sequence[str]) -> Vectors:
         # Worker processes are already one per core: model2vec's own pool would oversubscribe.

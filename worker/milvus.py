@@ -13,13 +13,13 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from config.contract import MAX_TEXT_BYTES, Hit
+from config.contract import MAX_CHUNK_BYTES, Hit
 from config.errors import (
     ModelMismatchError,
     SearchError,
@@ -29,7 +29,7 @@ from config.errors import (
 from config.settings import MilvusSettings
 from worker.encoder import ModelInfo, Vectors
 from worker.lite_server import SERIALIZED
-from worker.store import Rows, check_binding
+from worker.store import Layout, Rows, StoredChunk, check_binding
 
 __all__ = ["MilvusStore", "WriteLock"]
 
@@ -61,12 +61,19 @@ class _LocalLedger:
 
 
 ID_MAX_LENGTH = 512
+#: Row keys are 24 hex digits (worker.batch.row_key); room to spare.
+PK_MAX_LENGTH = 64
 _PROPS = ("embedq.model", "embedq.source", "embedq.dim", "embedq.revision")
 _ROW_OVERHEAD = 64
+#: The scalar fields of a row in the documents layout, beside id, vector, text and metadata.
+_CHUNK_FIELDS = ("chunk", "start", "end", "version", "seq")
+#: The most rows one query returns (Milvus caps a query's offset + limit at 16384).
+_QUERY_LIMIT = 16_384
 
 
 class MilvusStore:
-    """Rows ``(id VARCHAR primary key, vector FLOAT_VECTOR, text VARCHAR, metadata JSON)``."""
+    """Rows ``(pk, id, chunk, start, end, version, seq, vector, text, metadata)``; collections
+    in the texts layout ``(id primary key, vector, text, metadata)``."""
 
     def __init__(self, settings: MilvusSettings, write_lock: WriteLock | None = None) -> None:
         self._settings = settings
@@ -74,7 +81,7 @@ class MilvusStore:
         self._ledger = _LocalLedger()
         self._client: Any = None
         self._lock = threading.Lock()
-        self._prepared: dict[str, ModelInfo] = {}
+        self._prepared: dict[str, tuple[ModelInfo, Layout]] = {}
         self._flush: bool | None = None if settings.flush == "auto" else settings.flush == "always"
 
     # -- connection -------------------------------------------------------------------------
@@ -132,14 +139,16 @@ class MilvusStore:
 
     # -- collections ------------------------------------------------------------------------
 
-    def prepare(self, collection: str, model: ModelInfo) -> None:
+    def prepare(self, collection: str, model: ModelInfo) -> Layout:
         if collection in self._prepared:
-            check_binding(collection, self._prepared[collection], model)
-            return
-        self._call("prepare", lambda client: self._prepare(client, collection, model))
-        self._prepared[collection] = model
+            recorded, layout = self._prepared[collection]
+            check_binding(collection, recorded, model)
+            return layout
+        layout = self._call("prepare", lambda client: self._prepare(client, collection, model))
+        self._prepared[collection] = (model, layout)
+        return layout
 
-    def _prepare(self, client: Any, collection: str, model: ModelInfo) -> None:
+    def _prepare(self, client: Any, collection: str, model: ModelInfo) -> Layout:
         if not client.has_collection(collection):
             try:
                 self._create(client, collection, model)
@@ -147,22 +156,40 @@ class MilvusStore:
                 # Another worker may have created it at the same moment: use theirs if so.
                 if not client.has_collection(collection):
                     raise
-        self._check_and_load(client, collection, model)
+        return self._check_and_load(client, collection, model)
 
-    def _check_and_load(self, client: Any, collection: str, model: ModelInfo) -> None:
-        check_binding(collection, self._binding(client, collection), model)
+    def _check_and_load(self, client: Any, collection: str, model: ModelInfo) -> Layout:
+        recorded, layout = self._binding(client, collection)
+        check_binding(collection, recorded, model)
         # A collection is released after a server restart; searching it needs it loaded.
         state = client.get_load_state(collection).get("state")
         if "Loaded" not in str(state):
             client.load_collection(collection)
+        return layout
+
+    def layout(self, collection: str) -> Layout | None:
+        """The layout of a collection, or None when there is no such collection."""
+
+        def run(client: Any) -> Layout | None:
+            if not client.has_collection(collection):
+                return None
+            return self._binding(client, collection)[1]
+
+        return self._call("describe", run)
 
     def _create(self, client: Any, collection: str, model: ModelInfo) -> None:
         from pymilvus import DataType, MilvusClient
 
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=ID_MAX_LENGTH)
+        schema.add_field("pk", DataType.VARCHAR, is_primary=True, max_length=PK_MAX_LENGTH)
+        schema.add_field("id", DataType.VARCHAR, max_length=ID_MAX_LENGTH)
+        schema.add_field("chunk", DataType.INT64)
+        schema.add_field("start", DataType.INT64)
+        schema.add_field("end", DataType.INT64)
+        schema.add_field("version", DataType.DOUBLE)
+        schema.add_field("seq", DataType.INT64)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=model.dim)
-        schema.add_field("text", DataType.VARCHAR, max_length=MAX_TEXT_BYTES)
+        schema.add_field("text", DataType.VARCHAR, max_length=MAX_CHUNK_BYTES)
         schema.add_field("metadata", DataType.JSON)
         index = client.prepare_index_params()
         index.add_index(
@@ -175,9 +202,24 @@ class MilvusStore:
             consistency_level=self._settings.consistency_level,
             properties=dict(zip(_PROPS, _binding_values(model), strict=True)),
         )
+        self._index_ids(client, collection)
         log.info("created collection %s for model %s (dim %d)", collection, model.name, model.dim)
 
-    def _binding(self, client: Any, collection: str) -> ModelInfo:
+    def _index_ids(self, client: Any, collection: str) -> None:
+        """An index on the document id, so that replacing or deleting a document finds its
+        rows without scanning the collection. Servers without scalar indexes of this kind
+        (Milvus 2.3 has none for VARCHAR fields of this sort) scan instead."""
+        index = client.prepare_index_params()
+        index.add_index(field_name="id", index_type="INVERTED")
+        try:
+            client.release_collection(collection)
+            client.create_index(collection, index)
+        except Exception as exc:
+            log.info("collection %s: no index on the document id (%s)", collection, exc)
+        finally:
+            client.load_collection(collection)
+
+    def _binding(self, client: Any, collection: str) -> tuple[ModelInfo, Layout]:
         described = client.describe_collection(collection)
         props = described.get("properties") or {}
         dim = next(
@@ -189,12 +231,14 @@ class MilvusStore:
                 f"collection {collection!r} was not created by embedq (it lacks the id, vector, "
                 "text and metadata fields or the embedq.model property); use another collection"
             )
-        return ModelInfo(
+        layout: Layout = "documents" if {"pk", *_CHUNK_FIELDS} <= names else "texts"
+        model = ModelInfo(
             name=props["embedq.model"],
             source=props.get("embedq.source", ""),
             dim=dim,
             revision=props.get("embedq.revision", ""),
         )
+        return model, layout
 
     # -- data -------------------------------------------------------------------------------
 
@@ -227,6 +271,63 @@ class MilvusStore:
             )
             ledger.write(started)
 
+    def chunks_of(self, collection: str, ids: Sequence[str]) -> list[StoredChunk]:
+        found: list[StoredChunk] = []
+        for start in range(0, len(ids), 1000):
+            listed = ", ".join(_literal(i) for i in ids[start : start + 1000])
+            found += self._rows_where(collection, f"id in [{listed}]")
+        return found
+
+    def _rows_where(self, collection: str, where: str) -> list[StoredChunk]:
+        fields = ["pk", "id", "version", "seq"]
+
+        def run(client: Any) -> list[dict[str, Any]]:
+            rows: list[dict[str, Any]] = client.query(
+                collection,
+                filter=where,
+                output_fields=fields,
+                limit=_QUERY_LIMIT,
+                consistency_level="Strong",
+                timeout=self._settings.timeout,
+            )
+            if len(rows) < _QUERY_LIMIT:
+                return rows
+            # A document of more chunks than one query returns: page through all of them.
+            iterator = client.query_iterator(
+                collection,
+                batch_size=1000,
+                filter=where,
+                output_fields=fields,
+                consistency_level="Strong",
+            )
+            rows = []
+            try:
+                while page := iterator.next():
+                    rows += page
+            finally:
+                iterator.close()
+            return rows
+
+        return [
+            StoredChunk(str(r["pk"]), str(r["id"]), float(r["version"]), int(r["seq"]))
+            for r in self._call("query", run)
+        ]
+
+    def delete(self, collection: str, pks: Sequence[str]) -> None:
+        if not pks:
+            return
+        started = time.monotonic()
+        for start in range(0, len(pks), 1000):
+            listed = list(pks[start : start + 1000])
+            self._call(
+                "delete",
+                lambda client, listed=listed: client.delete(  # type: ignore[misc]
+                    collection, ids=listed, timeout=self._settings.timeout
+                ),
+            )
+        if self._should_flush():
+            self._flush_after(collection, started)
+
     def _upsert(self, collection: str, rows: Rows) -> int:
         written = 0
         for chunk in _chunks(rows, self._settings.upsert_max_bytes):
@@ -250,7 +351,13 @@ class MilvusStore:
         return self._flush
 
     def search(
-        self, collection: str, vector: Vectors, k: int, model: ModelInfo, filter: str = ""
+        self,
+        collection: str,
+        vector: Vectors,
+        k: int,
+        model: ModelInfo,
+        filter: str = "",
+        per_document: bool = False,
     ) -> list[Hit]:
         def run(client: Any) -> list[Hit]:
             if not client.has_collection(collection):
@@ -258,27 +365,28 @@ class MilvusStore:
                     f"collection {collection!r} does not exist; ingest some texts first"
                 )
             if collection not in self._prepared:
-                self._check_and_load(client, collection, model)
-                self._prepared[collection] = model
+                layout = self._check_and_load(client, collection, model)
+                self._prepared[collection] = (model, layout)
+            layout = self._prepared[collection][1]
+            fields = ["text", "metadata"]
+            if layout == "documents":
+                fields += ["id", *_CHUNK_FIELDS]
+            options: dict[str, Any] = {}
+            if per_document and layout == "documents":
+                # One hit per document: its best chunk (Milvus's grouping search).
+                options["group_by_field"] = "id"
             results = client.search(
                 collection,
                 data=[vector.reshape(-1)],
                 limit=k,
                 filter=filter,
-                output_fields=["text", "metadata"],
+                output_fields=fields,
                 search_params={"metric_type": self._settings.metric_type},
                 consistency_level=self._settings.consistency_level,
                 timeout=self._settings.timeout,
+                **options,
             )
-            return [
-                Hit(
-                    id=str(hit["id"]),
-                    text=hit["entity"]["text"],
-                    metadata=hit["entity"].get("metadata") or {},
-                    score=float(hit["distance"]),
-                )
-                for hit in results[0]
-            ]
+            return [_hit(hit, layout) for hit in results[0]]
 
         try:
             return self._call("search", run)
@@ -293,7 +401,7 @@ class MilvusStore:
         def run(client: Any) -> ModelInfo | None:
             if not client.has_collection(collection):
                 return None
-            return self._binding(client, collection)
+            return self._binding(client, collection)[0]
 
         return self._call("describe", run)
 
@@ -337,6 +445,33 @@ class MilvusStore:
         return self._call("count", run)
 
 
+def _hit(hit: dict[str, Any], layout: Layout) -> Hit:
+    entity = hit["entity"]
+    if layout == "texts":
+        return Hit(
+            id=str(hit["id"]),
+            text=entity["text"],
+            metadata=entity.get("metadata") or {},
+            score=float(hit["distance"]),
+            end=len(entity["text"]),
+        )
+    return Hit(
+        id=str(entity["id"]),
+        text=entity["text"],
+        metadata=entity.get("metadata") or {},
+        score=float(hit["distance"]),
+        chunk=int(entity["chunk"]),
+        start=int(entity["start"]),
+        end=int(entity["end"]),
+        version=float(entity["version"]),
+    )
+
+
+def _literal(value: str) -> str:
+    """A string as a Milvus expression literal."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def upsert_request(collection: str, rows: Rows) -> Any:
     """The ``UpsertRequest`` that ``MilvusClient.upsert`` sends for these rows, built by column.
 
@@ -348,8 +483,22 @@ def upsert_request(collection: str, rows: Rows) -> Any:
     from pymilvus.grpc_gen import milvus_pb2
 
     request = milvus_pb2.UpsertRequest(collection_name=collection, num_rows=len(rows))
+    if rows.pks:
+        pks = request.fields_data.add(field_name="pk", type=DataType.VARCHAR)
+        pks.scalars.string_data.data.extend(rows.pks)
     ids = request.fields_data.add(field_name="id", type=DataType.VARCHAR)
     ids.scalars.string_data.data.extend(rows.ids)
+    if rows.pks:
+        for name, values in (
+            ("chunk", rows.chunks),
+            ("start", rows.starts),
+            ("end", rows.ends),
+            ("seq", rows.seqs),
+        ):
+            column = request.fields_data.add(field_name=name, type=DataType.INT64)
+            column.scalars.long_data.data.extend(values)
+        versions = request.fields_data.add(field_name="version", type=DataType.DOUBLE)
+        versions.scalars.double_data.data.extend(rows.versions)
     vectors = request.fields_data.add(field_name="vector", type=DataType.FLOAT_VECTOR)
     vectors.vectors.dim = rows.vectors.shape[1]
     # A packed repeated float on the wire: the field's tag, the byte length, the float32s in
@@ -404,20 +553,11 @@ def _chunks(rows: Rows, max_bytes: int) -> Iterator[Rows]:
     for i in range(len(rows)):
         row = _row_bytes(rows.texts[i], rows.metadata[i], dim) + len(rows.ids[i])
         if i > start and size + row > max_bytes:
-            yield _slice(rows, start, i)
+            yield rows.slice(start, i)
             start, size = i, 0
         size += row
     if start < len(rows):
-        yield _slice(rows, start, len(rows))
-
-
-def _slice(rows: Rows, start: int, stop: int) -> Rows:
-    return Rows(
-        ids=rows.ids[start:stop],
-        texts=rows.texts[start:stop],
-        metadata=rows.metadata[start:stop],
-        vectors=rows.vectors[start:stop],
-    )
+        yield rows.slice(start, len(rows))
 
 
 def _is_input_error(exc: Exception) -> bool:

@@ -23,7 +23,10 @@ from config.errors import ModelMismatchError
 from config.jobs import JobTracker
 from config.registry import CollectionRegistry
 from config.settings import Settings
+from config.versions import VersionRegister
 from worker import metrics
+from worker.batch import Embedder
+from worker.chunker import Chunker, token_counter
 from worker.coalescer import Coalescer
 from worker.encoder import Encoder, Model2VecEncoder
 from worker.locks import Ledger, host_lock
@@ -47,23 +50,27 @@ log = logging.getLogger(__name__)
 @dataclass
 class Runtime:
     settings: Settings
-    #: The models this worker serves, by name; no others are ever loaded.
-    encoders: dict[str, Encoder]
+    #: What applies the messages of each model this worker serves, by name; no other model
+    #: is ever loaded.
+    embedders: dict[str, Embedder]
     store: VectorStore
     #: Collections this process has announced in the Redis registry.
     announced: set[str] = field(default_factory=set)
 
-    def encoder_for(self, model: str) -> Encoder:
-        found = self.encoders.get(model)
+    def embedder_for(self, model: str) -> Embedder:
+        found = self.embedders.get(model)
         if found is None:
             raise ModelMismatchError(
                 f"message asks for model {model!r} but this worker serves "
-                f"{', '.join(self.encoders)}; route it to the queue of {model!r}"
+                f"{', '.join(self.embedders)}; route it to the queue of {model!r}"
             )
         return found
 
+    def encoder_for(self, model: str) -> Encoder:
+        return self.embedder_for(model).encoder
 
-_lock = threading.Lock()
+
+_lock = threading.RLock()
 _runtime: Runtime | None = None
 _redis: redis.Redis | None = None
 _coalescer: Coalescer | None = None
@@ -74,18 +81,27 @@ def open_runtime(settings: Settings) -> Runtime:
     global _runtime
     with _lock:
         if _runtime is None:
-            encoders: dict[str, Encoder] = {}
+            store = _store(settings)
+            register = VersionRegister(_client(settings))
+            embedders: dict[str, Embedder] = {}
             for model in settings.served_models():
                 started = time.perf_counter()
                 encoder = Model2VecEncoder.from_settings(model)
-                encoders[model.name] = encoder
+                chunker = Chunker(
+                    token_counter(encoder.tokenizer, model.word_cache),
+                    settings.chunks.tokens,
+                    settings.chunks.overlap,
+                )
+                embedders[model.name] = Embedder(
+                    encoder, chunker, store, register, settings.batch, model.max_length
+                )
                 log.info(
                     "loaded model %s (dim %d) in %.2fs",
                     model.name,
                     encoder.info.dim,
                     time.perf_counter() - started,
                 )
-            _runtime = Runtime(settings, encoders, _store(settings))
+            _runtime = Runtime(settings, embedders, store)
         return _runtime
 
 

@@ -1,15 +1,20 @@
 """Where vectors go: the :class:`VectorStore` protocol and an in-memory implementation.
 
-The in-memory store follows the same contract as :class:`worker.milvus.MilvusStore` (upsert by
-primary key, collections bound to one model) so unit tests exercise the worker's logic without a
-server; integration tests use the real one.
+A collection holds one row per chunk: its own primary key (``pk``), the document id (``id``),
+the chunk's number and character offsets, the order key of the operation that wrote it
+(``version``, ``seq``), its vector, text and the document's metadata. Collections created
+before documents existed hold one row per text keyed by ``id`` (the *texts* layout); they
+keep taking plain texts and deletes.
+
+The in-memory store follows the same contract as :class:`worker.milvus.MilvusStore` so unit
+tests exercise the worker's logic without a server; integration tests use the real one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -17,37 +22,98 @@ from config.contract import Hit
 from config.errors import ModelMismatchError, SearchError
 from worker.encoder import ModelInfo, Vectors
 
-__all__ = ["InMemoryStore", "Rows", "VectorStore", "check_binding"]
+__all__ = [
+    "InMemoryStore",
+    "Layout",
+    "Rows",
+    "StoredChunk",
+    "VectorStore",
+    "check_binding",
+]
+
+#: ``documents``: a row per chunk with its document id; ``texts``: a row per text, keyed by id.
+Layout = Literal["documents", "texts"]
 
 
 @dataclass(frozen=True)
 class Rows:
-    """Columns of rows to upsert; ``vectors`` is float32 of shape (n, dim)."""
+    """Columns of rows to upsert; ``vectors`` is float32 of shape (n, dim). In the texts
+    layout only ``ids`` (the primary key), ``texts``, ``metadata`` and ``vectors`` are
+    stored."""
 
     ids: Sequence[str]
     texts: Sequence[str]
     metadata: Sequence[dict[str, Any]]
     vectors: Vectors
+    pks: Sequence[str] = ()
+    chunks: Sequence[int] = ()
+    starts: Sequence[int] = ()
+    ends: Sequence[int] = ()
+    versions: Sequence[float] = ()
+    seqs: Sequence[int] = ()
 
     def __len__(self) -> int:
         return len(self.ids)
 
+    def slice(self, start: int, stop: int) -> Rows:
+        def cut(column: Sequence[Any]) -> Sequence[Any]:
+            return column[start:stop] if len(column) else column
+
+        return Rows(
+            ids=self.ids[start:stop],
+            texts=self.texts[start:stop],
+            metadata=self.metadata[start:stop],
+            vectors=self.vectors[start:stop],
+            pks=cut(self.pks),
+            chunks=cut(self.chunks),
+            starts=cut(self.starts),
+            ends=cut(self.ends),
+            versions=cut(self.versions),
+            seqs=cut(self.seqs),
+        )
+
+
+@dataclass(frozen=True)
+class StoredChunk:
+    """Which operation wrote a stored row: enough to decide whether it is out of date."""
+
+    pk: str
+    id: str
+    version: float
+    seq: int
+
 
 class VectorStore(Protocol):
-    """A vector database holding (id, vector, text, metadata) rows per collection."""
+    """A vector database holding chunk rows per collection."""
 
-    def prepare(self, collection: str, model: ModelInfo) -> None:
-        """Create the collection for ``model`` or check an existing one was built with it."""
+    def prepare(self, collection: str, model: ModelInfo) -> Layout:
+        """Create the collection for ``model`` (documents layout) or check an existing one
+        was built with it; returns its layout."""
         ...
 
     def upsert(self, collection: str, rows: Rows) -> int:
-        """Insert or overwrite rows by id; returns how many were written."""
+        """Insert or overwrite rows by primary key; returns how many were written."""
+        ...
+
+    def chunks_of(self, collection: str, ids: Sequence[str]) -> list[StoredChunk]:
+        """Every stored row of these documents, read after every acknowledged write."""
+        ...
+
+    def delete(self, collection: str, pks: Sequence[str]) -> None:
+        """Delete rows by primary key; absent ones are no error."""
         ...
 
     def search(
-        self, collection: str, vector: Vectors, k: int, model: ModelInfo, filter: str = ""
+        self,
+        collection: str,
+        vector: Vectors,
+        k: int,
+        model: ModelInfo,
+        filter: str = "",
+        per_document: bool = False,
     ) -> list[Hit]:
-        """The ``k`` stored rows nearest to ``vector``, best first."""
+        """The ``k`` stored rows nearest to ``vector``, best first; with ``per_document``,
+        the best row of each of the ``k`` best documents."""
         ...
 
     def count(self, collection: str) -> int:
@@ -68,49 +134,123 @@ def check_binding(collection: str, recorded: ModelInfo, model: ModelInfo) -> Non
         )
 
 
+@dataclass
+class _Row:
+    vector: Vectors
+    id: str
+    text: str
+    metadata: dict[str, Any]
+    chunk: int = 0
+    start: int = 0
+    end: int | None = None
+    version: float = 0.0
+    seq: int = 0
+
+
+@dataclass
+class _Collection:
+    model: ModelInfo
+    layout: Layout
+    rows: dict[str, _Row] = field(default_factory=dict)
+
+
 class InMemoryStore:
     """A dict-backed :class:`VectorStore` for unit tests (brute-force cosine search)."""
 
     def __init__(self) -> None:
-        self.bindings: dict[str, ModelInfo] = {}
-        self.rows: dict[str, dict[str, tuple[Vectors, str, dict[str, Any]]]] = {}
+        self.collections: dict[str, _Collection] = {}
         self.upsert_calls = 0
 
-    def prepare(self, collection: str, model: ModelInfo) -> None:
-        recorded = self.bindings.setdefault(collection, model)
-        check_binding(collection, recorded, model)
-        self.rows.setdefault(collection, {})
+    def add_texts_collection(self, collection: str, model: ModelInfo) -> None:
+        """A collection in the texts layout, as embedq created them before documents."""
+        self.collections[collection] = _Collection(model, "texts")
+
+    def prepare(self, collection: str, model: ModelInfo) -> Layout:
+        found = self.collections.setdefault(collection, _Collection(model, "documents"))
+        check_binding(collection, found.model, model)
+        return found.layout
 
     def upsert(self, collection: str, rows: Rows) -> int:
         self.upsert_calls += 1
-        table = self.rows[collection]
+        table = self.collections[collection]
         for i, key in enumerate(rows.ids):
-            table[key] = (rows.vectors[i].copy(), rows.texts[i], dict(rows.metadata[i]))
+            row = _Row(rows.vectors[i].copy(), key, rows.texts[i], dict(rows.metadata[i]))
+            if table.layout == "documents":
+                row.chunk, row.start, row.end = rows.chunks[i], rows.starts[i], rows.ends[i]
+                row.version, row.seq = rows.versions[i], rows.seqs[i]
+                table.rows[rows.pks[i]] = row
+            else:
+                table.rows[key] = row
         return len(rows)
 
+    def chunks_of(self, collection: str, ids: Sequence[str]) -> list[StoredChunk]:
+        wanted = set(ids)
+        table = self.collections[collection]
+        return [
+            StoredChunk(pk, row.id, row.version, row.seq)
+            for pk, row in table.rows.items()
+            if row.id in wanted
+        ]
+
+    def delete(self, collection: str, pks: Sequence[str]) -> None:
+        table = self.collections[collection]
+        for pk in pks:
+            table.rows.pop(pk, None)
+
     def search(
-        self, collection: str, vector: Vectors, k: int, model: ModelInfo, filter: str = ""
+        self,
+        collection: str,
+        vector: Vectors,
+        k: int,
+        model: ModelInfo,
+        filter: str = "",
+        per_document: bool = False,
     ) -> list[Hit]:
         if filter:
             raise SearchError("the in-memory store does not evaluate filters")
-        if collection not in self.rows:
+        if collection not in self.collections:
             raise SearchError(f"collection {collection!r} does not exist")
-        check_binding(collection, self.bindings[collection], model)
-        table = self.rows[collection]
-        if not table:
+        table = self.collections[collection]
+        check_binding(collection, table.model, model)
+        if not table.rows:
             return []
-        keys = list(table)
-        matrix = np.stack([table[key][0] for key in keys])
+        rows = list(table.rows.values())
+        matrix = np.stack([row.vector for row in rows])
         norms = np.linalg.norm(matrix, axis=1) * float(np.linalg.norm(vector)) + 1e-12
         scores = matrix @ vector.reshape(-1) / norms
-        order = np.argsort(-scores)[:k]
-        return [
-            Hit(id=keys[i], text=table[keys[i]][1], metadata=table[keys[i]][2], score=scores[i])
-            for i in order
-        ]
+        hits: list[Hit] = []
+        seen: set[str] = set()
+        for i in np.argsort(-scores).tolist():
+            row = rows[i]
+            if per_document and row.id in seen:
+                continue
+            seen.add(row.id)
+            hits.append(
+                Hit(
+                    id=row.id,
+                    text=row.text,
+                    metadata=row.metadata,
+                    score=float(scores[i]),
+                    chunk=row.chunk,
+                    start=row.start,
+                    end=row.end if row.end is not None else len(row.text),
+                    version=row.version if table.layout == "documents" else None,
+                )
+            )
+            if len(hits) == k:
+                break
+        return hits
 
     def count(self, collection: str) -> int:
-        return len(self.rows.get(collection, {}))
+        table = self.collections.get(collection)
+        return 0 if table is None else len(table.rows)
+
+    def documents(self, collection: str) -> dict[str, list[_Row]]:
+        """The stored rows by document id, each document's in chunk order."""
+        found: dict[str, list[_Row]] = {}
+        for row in self.collections[collection].rows.values():
+            found.setdefault(row.id, []).append(row)
+        return {doc: sorted(rows, key=lambda r: r.chunk) for doc, rows in found.items()}
 
     def close(self) -> None:
         pass

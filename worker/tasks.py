@@ -25,7 +25,7 @@ from config.errors import (
 )
 from config.settings import Settings
 from worker import metrics, runtime
-from worker.batch import BatchOutcome, embed_batch, embed_batches, search
+from worker.batch import BatchOutcome
 from worker.coalescer import Taken
 
 __all__ = ["register_tasks"]
@@ -77,7 +77,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
                         batch=message.batch,
                         letter_id=f"{message.job_id}-{message.batch}-rejected",
                     )
-                if outcome.stored and message.collection not in rt.announced:
+                if outcome.chunks and message.collection not in rt.announced:
                     info = rt.encoder_for(message.model).info
                     runtime.registry(settings).record(
                         message.collection,
@@ -86,13 +86,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
                     rt.announced.add(message.collection)
             runtime.tracker(settings).batches_done(
                 [
-                    (
-                        m.job_id,
-                        m.batch,
-                        o.stored,
-                        len(o.rejected),
-                        o.error_lines(m.job_id, m.batch),
-                    )
+                    (m.job_id, m.batch, o.counters(), o.error_lines(m.job_id, m.batch))
                     for m, o in done
                 ]
             )
@@ -112,7 +106,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
             fields = {
                 "job_id": message.job_id,
                 "batch": message.batch,
-                "texts": len(message.texts),
+                "texts": message.size,
                 "stored": outcome.stored,
                 "rejected": len(outcome.rejected),
                 "seconds": round(seconds, 3),
@@ -125,8 +119,8 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         # Only a small batch takes others, and only small ones: a full batch always runs as a
         # task of its own, so that Flower's task counts follow a bulk ingest batch by batch.
         full = settings.batch.size
-        room = coalesce - len(message.texts)
-        if room <= 0 or len(message.texts) >= full:
+        room = coalesce - message.size
+        if room <= 0 or message.size >= full:
             return []
         try:
             return runtime.coalescer(app, settings).take(
@@ -146,14 +140,12 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         started = time.perf_counter()
         message = _parse_batch(batch)
         rt = _runtime(settings)
-        encoder = rt.encoder_for(message.model)
+        embedder = rt.embedder_for(message.model)
         taken = take_more(rt, message)
         pending = list(taken)
         try:
             try:
-                outcomes = embed_batches(
-                    [message, *(t.batch for t in taken)], encoder, rt.store, settings.batch
-                )
+                outcomes = embedder.run([message, *(t.batch for t in taken)])
             except SoftTimeLimitExceeded as exc:
                 # A batch past its soft limit was slowed (a paused or starved process, a slow
                 # store), not refused: nothing is acknowledged, and it is tried again.
@@ -166,7 +158,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
                 for t in taken:
                     t.give_back()
                 pending, taken = [], []
-                outcomes = [embed_batch(message, encoder, rt.store, settings.batch)]
+                outcomes = embedder.run([message])
             seconds = time.perf_counter() - started
             messages = [message, *(t.batch for t in taken)]
             # Progress first, then the acknowledgements: a crash in between redelivers batches
@@ -188,8 +180,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         except ValidationError as exc:
             return {"error": f"search message does not follow the contract: {exc}"}
         try:
-            rt = _runtime(settings)
-            hits = search(message, rt.encoder_for(message.model), rt.store)
+            hits = _runtime(settings).embedder_for(message.model).search(message)
         except EmbedqError as exc:
             return {"error": str(exc)}
         return {"hits": [hit.model_dump() for hit in hits]}

@@ -116,6 +116,19 @@ class WordCache:
                 rows[i] = ids
         return rows
 
+    def count(self, text: str) -> int:
+        """How many ids :meth:`ids` gives ``text`` when the tokenizer does not truncate."""
+        chunks = self._chunks(text)
+        known = self._known
+        if chunks is None:
+            return len(self._whole([text])[0])
+        try:
+            return sum(map(len, map(known.__getitem__, chunks)))
+        except KeyError:
+            fresh = self._tokenize({c for c in chunks if c not in known})
+            self._keep(fresh, None)
+            return sum(len(fresh[c]) if c in fresh else len(known[c]) for c in chunks)
+
     def _chunks(self, text: str) -> list[str] | None:
         plain = text.isascii()
         if self._lowercase:
