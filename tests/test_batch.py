@@ -35,8 +35,7 @@ def embed_batch(msg: BatchMessage, encoder: Encoder, store: VectorStore) -> Batc
 def texts_of(store: InMemoryStore, collection: str = "c") -> dict[str, tuple[str, Any]]:
     """Each stored document's text and metadata (documents of one chunk)."""
     return {
-        doc: (rows[0].text, rows[0].metadata)
-        for doc, rows in store.documents(collection).items()
+        doc: (rows[0].text, rows[0].metadata) for doc, rows in store.documents(collection).items()
     }
 
 

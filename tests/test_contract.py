@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 from config.contract import (
-    MAX_TEXT_BYTES,
     BatchMessage,
     SearchMessage,
     check_collection,
     check_id,
     check_metadata,
     check_text,
+    check_version,
     derive_id,
     embed_queue,
     search_queue,
@@ -22,7 +23,7 @@ from config.contract import (
 from config.errors import InvalidInputError
 from config.settings import BatchSettings
 
-LIMITS = BatchSettings(max_text_chars=100, max_metadata_bytes=64, max_id_length=16)
+LIMITS = BatchSettings(max_document_bytes=1024, max_metadata_bytes=64, max_id_length=16)
 
 
 def test_derived_id_depends_on_model_and_text_only() -> None:
@@ -42,7 +43,8 @@ def test_derived_id_depends_on_model_and_text_only() -> None:
         ("  \n\t", "empty"),
         ("bad \ud800 surrogate", "lone surrogate"),
         ("nul\x00inside", "NUL"),
-        ("x" * 101, "over the limit"),
+        ("x" * 1025, "1025 bytes as UTF-8, over the limit of 1024"),
+        ("é" * 513, "1026 bytes"),
     ],
 )
 def test_bad_texts_are_rejected_with_the_reason(text: Any, fragment: str) -> None:
@@ -50,17 +52,34 @@ def test_bad_texts_are_rejected_with_the_reason(text: Any, fragment: str) -> Non
         check_text(text, LIMITS)
 
 
-def test_overlong_text_is_truncated_when_set_to() -> None:
-    limits = LIMITS.model_copy(update={"overlong": "truncate"})
-    assert check_text("x" * 150, limits) == "x" * 100
+def test_a_text_up_to_the_document_limit_passes_whole() -> None:
+    # How many tokens it holds is the worker's to judge: the producer only bounds its size.
+    assert check_text("x" * 1024, LIMITS) == "x" * 1024
 
 
-def test_text_over_milvus_byte_limit_is_caught_even_under_char_limit() -> None:
-    limits = BatchSettings(max_text_chars=65_535)
-    with pytest.raises(InvalidInputError, match="bytes"):
-        check_text("é" * 40_000, limits)  # 40k chars, 80k bytes
-    truncated = check_text("é" * 40_000, limits.model_copy(update={"overlong": "truncate"}))
-    assert len(truncated.encode()) <= MAX_TEXT_BYTES
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(3, 3.0), (2.5, 2.5), (0, 0.0), (datetime(2026, 1, 1, tzinfo=UTC), 1767225600.0)],
+)
+def test_versions_are_numbers_or_aware_datetimes(value: Any, expected: float) -> None:
+    assert check_version(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ("3", "must be a number"),
+        (True, "must be a number"),
+        (None, "must be a number"),
+        (float("nan"), "out of range"),
+        (-1, "out of range"),
+        (2**60, "out of range"),
+        (datetime(2026, 1, 1), "without a timezone"),
+    ],
+)
+def test_bad_versions_are_refused_with_what_a_version_may_be(value: Any, fragment: str) -> None:
+    with pytest.raises(InvalidInputError, match=fragment):
+        check_version(value)
 
 
 def test_unicode_text_passes_untouched() -> None:
@@ -130,7 +149,27 @@ def test_batch_message_checks_shape_not_items() -> None:
         {"job_id": "j", "batch": 0, "collection": "bad-name", "model": "m", "texts": ["a"]},
         {"job_id": "j", "batch": 0, "collection": "c", "model": "m", "texts": ["a"], "ids": []},
         {"job_id": "j", "batch": 0, "collection": "c", "model": "m", "texts": ["a"], "x": 1},
-        {"v": 2, "job_id": "j", "batch": 0, "collection": "c", "model": "m", "texts": ["a"]},
+        {"v": 3, "job_id": "j", "batch": 0, "collection": "c", "model": "m", "texts": ["a"]},
+        # a delete carries ids only
+        {"job_id": "j", "batch": 0, "collection": "c", "model": "m", "delete": True},
+        {
+            "job_id": "j",
+            "batch": 0,
+            "collection": "c",
+            "model": "m",
+            "delete": True,
+            "ids": ["a"],
+            "texts": ["a"],
+        },
+        {
+            "job_id": "j",
+            "batch": 0,
+            "collection": "c",
+            "model": "m",
+            "texts": ["a"],
+            "versions": [1, 2],
+        },
+        {"job_id": "j", "batch": 0, "collection": "c", "model": "m", "texts": ["a"], "seq": 0},
     ):
         with pytest.raises(ValidationError):
             BatchMessage.model_validate(bad)

@@ -12,7 +12,6 @@ from config.contract import BatchMessage, SearchMessage
 from config.errors import StoreUnavailableError
 from config.versions import Claim, OrderKey
 from tests.fakes import HashEncoder, MemoryRegister, make_embedder
-from worker.batch import Embedder
 from worker.store import InMemoryStore, Rows
 
 

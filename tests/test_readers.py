@@ -10,6 +10,7 @@ import pytest
 from config.errors import InvalidInputError
 from config.settings import BatchSettings
 from producer.readers import check_record, detect_format, read_records
+from producer.records import Record
 
 LIMITS = BatchSettings()
 
@@ -27,15 +28,15 @@ def test_jsonl_other_fields_become_metadata(tmp_path: Path) -> None:
         '{"id": 7, "text": "hello", "topic": "x"}\n\n{"text": "bye", "metadata": {"a": 1}}\n'
     )
     records = [check_record(r, LIMITS) for r in read_records(path, "jsonl")]
-    assert records == [("hello", "7", {"topic": "x"}), ("bye", None, {"a": 1})]
+    assert records == [Record("hello", "7", {"topic": "x"}), Record("bye", None, {"a": 1})]
 
 
 def test_json_array_file_is_read(tmp_path: Path) -> None:
     path = tmp_path / "d.json"
     path.write_text(json.dumps([{"text": "one"}, {"text": "two", "id": "b"}]))
     assert [check_record(r, LIMITS) for r in read_records(path, "jsonl")] == [
-        ("one", None, None),
-        ("two", "b", None),
+        Record("one", None, None),
+        Record("two", "b", None),
     ]
 
 
@@ -58,7 +59,7 @@ def test_csv_needs_its_text_column(tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match="--text-field"):
         list(read_records(path, "csv"))
     records = [check_record(r, LIMITS) for r in read_records(path, "csv", text_field="body")]
-    assert records == [("hello", "1", None)]
+    assert records == [Record("hello", "1", None)]
 
 
 def test_invalid_utf8_is_a_clear_error_not_a_crash(tmp_path: Path) -> None:

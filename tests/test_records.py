@@ -13,7 +13,7 @@ LIMITS = BatchSettings()
 
 def test_checked_items_keep_order_ids_as_str_and_empty_metadata_as_none() -> None:
     records = check_items(["a", "b"], [1, "two"], [{"k": 1}, None], LIMITS)
-    assert records == [("a", "1", {"k": 1}), ("b", "two", None)]
+    assert records == [Record("a", "1", {"k": 1}), Record("b", "two", None)]
 
 
 def test_every_problem_is_reported_and_nothing_returned() -> None:
@@ -23,21 +23,22 @@ def test_every_problem_is_reported_and_nothing_returned() -> None:
 
 
 def test_batches_respect_count_and_keep_every_record_in_order() -> None:
-    records: list[Record] = [(f"t{i}", None, None) for i in range(1000)]
+    records: list[Record] = [Record(f"t{i}", None, None) for i in range(1000)]
     chunks = list(batches(records, 256, 10**9))
     assert [len(c) for c in chunks] == [256, 256, 256, 232]
     assert [r for c in chunks for r in c] == records
 
 
 def test_batches_are_cut_by_bytes_too() -> None:
-    records: list[Record] = [("x" * 1000, None, None)] * 10
+    records: list[Record] = [Record("x" * 1000, None, None)] * 10
     chunks = list(batches(records, 256, 2_500))
     assert [len(c) for c in chunks] == [2, 2, 2, 2, 2]
 
 
-def test_a_record_larger_than_the_byte_budget_still_travels_alone() -> None:
-    records: list[Record] = [("x" * 5000, None, None), ("y", None, None)]
-    assert [len(c) for c in batches(records, 256, 1000)] == [1, 1]
+def test_a_record_no_message_can_carry_is_refused_naming_the_setting() -> None:
+    records: list[Record] = [Record("x" * 5000, None, None), Record("y", None, None)]
+    with pytest.raises(InvalidInputError, match="EMBEDQ_WORKER__MAX_MESSAGE_BYTES"):
+        list(batches(records, 256, 1000))
 
 
 def test_batches_stream_without_reading_ahead() -> None:
@@ -47,7 +48,7 @@ def test_batches_stream_without_reading_ahead() -> None:
         nonlocal consumed
         for i in range(10_000):
             consumed += 1
-            yield (f"t{i}", None, None)
+            yield Record(f"t{i}", None, None)
 
     first = next(batches(source(), 100, 10**9))  # type: ignore[arg-type]
     assert len(first) == 100 and consumed == 101
