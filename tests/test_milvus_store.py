@@ -17,6 +17,7 @@ from worker.encoder import ModelInfo
 from worker.lite_server import serialize_writes
 from worker.milvus import MilvusStore, _chunks, upsert_request
 from worker.services import Service, free_port, milvus_lite_command, wait_for_port
+from worker.batch import row_key
 from worker.store import Rows
 
 pytestmark = pytest.mark.integration
@@ -24,13 +25,48 @@ pytestmark = pytest.mark.integration
 MODEL = ModelInfo(name="m", source="test", dim=4, revision="r1")
 
 
-def rows(n: int, start: int = 0, dim: int = 4) -> Rows:
+def rows(n: int, start: int = 0, dim: int = 4, chunks: int = 1, seq: int = 1) -> Rows:
+    """``n`` rows: documents id<start>... of ``chunks`` chunks each, written by operation
+    ``seq`` (version = seq)."""
     vectors = np.random.default_rng(start).standard_normal((n, dim)).astype(np.float32)
+    docs = [f"id{start + i // chunks}" for i in range(n)]
+    numbers = [i % chunks for i in range(n)]
     return Rows(
-        ids=[f"id{start + i}" for i in range(n)],
+        ids=docs,
         texts=[f"text {start + i} é" for i in range(n)],
         metadata=[{"n": start + i} for i in range(n)],
         vectors=vectors,
+        pks=[row_key(d, seq, c) for d, c in zip(docs, numbers, strict=True)],
+        chunks=numbers,
+        starts=[c * 10 for c in numbers],
+        ends=[c * 10 + 9 for c in numbers],
+        versions=[float(seq)] * n,
+        seqs=[seq] * n,
+    )
+
+
+def texts_layout_collection(store: MilvusStore, name: str) -> None:
+    """A collection as embedq created them before documents: a row per text, keyed by id."""
+    from pymilvus import DataType, MilvusClient
+
+    client = store._connect()
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=512)
+    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=MODEL.dim)
+    schema.add_field("text", DataType.VARCHAR, max_length=65_535)
+    schema.add_field("metadata", DataType.JSON)
+    index = client.prepare_index_params()
+    index.add_index(field_name="vector", index_type="AUTOINDEX", metric_type="COSINE")
+    client.create_collection(
+        name,
+        schema=schema,
+        index_params=index,
+        properties={
+            "embedq.model": MODEL.name,
+            "embedq.source": MODEL.source,
+            "embedq.dim": str(MODEL.dim),
+            "embedq.revision": MODEL.revision,
+        },
     )
 
 
@@ -167,32 +203,105 @@ def test_embedqs_lite_server_opens_a_collection_once_when_clients_arrive_togethe
         database.close()
 
 
-def test_the_upsert_request_is_the_one_pymilvus_builds_from_rows() -> None:
+@pytest.mark.parametrize("layout", ["documents", "texts"])
+def test_the_upsert_request_is_the_one_pymilvus_builds_from_rows(layout: str) -> None:
     from pymilvus import DataType, MilvusClient
     from pymilvus.client.prepare import Prepare
 
     schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-    schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=512)
+    if layout == "documents":
+        schema.add_field("pk", DataType.VARCHAR, is_primary=True, max_length=64)
+        schema.add_field("id", DataType.VARCHAR, max_length=512)
+        for name in ("chunk", "start", "end"):
+            schema.add_field(name, DataType.INT64)
+        schema.add_field("version", DataType.DOUBLE)
+        schema.add_field("seq", DataType.INT64)
+    else:
+        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=512)
     schema.add_field("vector", DataType.FLOAT_VECTOR, dim=8)
     schema.add_field("text", DataType.VARCHAR, max_length=65_535)
     schema.add_field("metadata", DataType.JSON)
-    data = rows(50, dim=8)
+    data = rows(50, dim=8, chunks=3, seq=1_764_547_200_123_456)
+    if layout == "texts":
+        data = Rows(ids=data.pks, texts=data.texts, metadata=data.metadata, vectors=data.vectors)
     data.metadata[3].update({"nested": {"list": [1, "two", None, True, 0.5]}, "é": "ü ✓"})
     data.metadata[4].clear()
+    entities = []
+    for i in range(len(data)):
+        entity = {
+            "id": data.ids[i],
+            "vector": data.vectors[i],
+            "text": data.texts[i],
+            "metadata": data.metadata[i],
+        }
+        if layout == "documents":
+            entity |= {
+                "pk": data.pks[i],
+                "chunk": data.chunks[i],
+                "start": data.starts[i],
+                "end": data.ends[i],
+                "version": data.versions[i],
+                "seq": data.seqs[i],
+            }
+        entities.append(entity)
     theirs = Prepare.row_upsert_param(
-        "docs",
-        [
-            {"id": i, "vector": v, "text": t, "metadata": m}
-            for i, v, t, m in zip(data.ids, data.vectors, data.texts, data.metadata, strict=True)
-        ],
-        "",
-        schema.to_dict()["fields"],
-        enable_dynamic=False,
+        "docs", entities, "", schema.to_dict()["fields"], enable_dynamic=False
     )
     ours = upsert_request("docs", data)
     assert ours == theirs
     assert ours.SerializeToString() == theirs.SerializeToString()
+    vectors = next(f for f in ours.fields_data if f.field_name == "vector")
     assert np.array_equal(
-        np.asarray(ours.fields_data[1].vectors.float_vector.data, dtype=np.float32).reshape(50, 8),
+        np.asarray(vectors.vectors.float_vector.data, dtype=np.float32).reshape(50, 8),
         data.vectors,
     )
+
+
+def test_a_documents_rows_are_found_by_document_and_deleted_by_key(store: MilvusStore) -> None:
+    name = unique("c")
+    assert store.prepare(name, MODEL) == "documents"
+    store.upsert(name, rows(30, chunks=3, seq=5))  # documents id0..id9, three chunks each
+    found = store.chunks_of(name, ["id1", "id7", 'no "such" \\ doc'])
+    assert sorted((c.id, c.seq, c.version) for c in found) == sorted(
+        [("id1", 5, 5.0)] * 3 + [("id7", 5, 5.0)] * 3
+    )
+    store.delete(name, [c.pk for c in found if c.id == "id1"] + ["absent"])
+    assert store.count(name) == 27
+    assert {c.id for c in store.chunks_of(name, ["id1", "id7"])} == {"id7"}
+
+
+def test_a_document_of_more_rows_than_one_query_returns_is_read_whole(
+    store: MilvusStore,
+) -> None:
+    name = unique("c")
+    store.prepare(name, MODEL)
+    store.upsert(name, rows(17_000, chunks=17_000))
+    assert len(store.chunks_of(name, ["id0"])) == 17_000
+
+
+def test_search_returns_each_chunk_with_its_document_and_offsets(store: MilvusStore) -> None:
+    name = unique("c")
+    store.prepare(name, MODEL)
+    data = rows(12, chunks=4, seq=3)
+    store.upsert(name, data)
+    hits = store.search(name, data.vectors[6], 3, MODEL)
+    assert (hits[0].id, hits[0].chunk, hits[0].start, hits[0].end) == ("id1", 2, 20, 29)
+    assert hits[0].version == 3.0
+    best = store.search(name, data.vectors[6], 3, MODEL, per_document=True)
+    assert len({hit.id for hit in best}) == len(best) == 3
+
+
+def test_a_texts_layout_collection_keeps_taking_texts_and_answering_searches(
+    store: MilvusStore,
+) -> None:
+    name = unique("old")
+    texts_layout_collection(store, name)
+    assert store.prepare(name, MODEL) == "texts"
+    data = rows(5)
+    store.upsert(
+        name, Rows(ids=data.ids, texts=data.texts, metadata=data.metadata, vectors=data.vectors)
+    )
+    hits = store.search(name, data.vectors[2], 1, MODEL, per_document=True)
+    assert (hits[0].id, hits[0].chunk, hits[0].version) == ("id2", 0, None)
+    store.delete(name, ["id2"])
+    assert store.count(name) == 4

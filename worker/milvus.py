@@ -489,16 +489,14 @@ def upsert_request(collection: str, rows: Rows) -> Any:
     ids = request.fields_data.add(field_name="id", type=DataType.VARCHAR)
     ids.scalars.string_data.data.extend(rows.ids)
     if rows.pks:
-        for name, values in (
-            ("chunk", rows.chunks),
-            ("start", rows.starts),
-            ("end", rows.ends),
-            ("seq", rows.seqs),
-        ):
+        # In the schema's order, as pymilvus sends them.
+        for name, values in (("chunk", rows.chunks), ("start", rows.starts), ("end", rows.ends)):
             column = request.fields_data.add(field_name=name, type=DataType.INT64)
             column.scalars.long_data.data.extend(values)
         versions = request.fields_data.add(field_name="version", type=DataType.DOUBLE)
         versions.scalars.double_data.data.extend(rows.versions)
+        seqs = request.fields_data.add(field_name="seq", type=DataType.INT64)
+        seqs.scalars.long_data.data.extend(rows.seqs)
     vectors = request.fields_data.add(field_name="vector", type=DataType.FLOAT_VECTOR)
     vectors.vectors.dim = rows.vectors.shape[1]
     # A packed repeated float on the wire: the field's tag, the byte length, the float32s in
