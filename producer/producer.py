@@ -55,6 +55,15 @@ from producer.records import (
 __all__ = ["Document", "EmbeddingProducer", "Record"]
 
 
+def _with_id(record: Record) -> Record:
+    if record.id is None:
+        raise InvalidInputError(
+            f"document {record.text[:40]!r}... has no id; a document needs one (its key in "
+            "your source)"
+        )
+    return record
+
+
 class EmbeddingProducer:
     """Splits texts into batches, queues them for the workers, and tracks the job.
 
@@ -176,11 +185,18 @@ class EmbeddingProducer:
             check_weight(record, limit)
 
     def submit_records(
-        self, records: Iterable[Record], collection: str | None = None, model: str | None = None
+        self,
+        records: Iterable[Record],
+        collection: str | None = None,
+        model: str | None = None,
+        documents: bool = False,
     ) -> Job:
         """Queue already-checked records (from :meth:`validate` or a file reader), streaming:
-        memory stays flat however many records there are."""
-        return self._queue(records, collection, model)
+        memory stays flat however many records there are. With ``documents``, each is a
+        document (it needs an id) and is split into chunks."""
+        if documents:
+            records = (_with_id(record) for record in records)
+        return self._queue(records, collection, model, documents=documents)
 
     def _queue(
         self,

@@ -30,6 +30,7 @@ class RawRecord:
     text: Any
     id: Any = None
     metadata: Any = None
+    version: Any = None
 
 
 def detect_format(path: Path) -> Format:
@@ -47,9 +48,10 @@ def read_records(
     text_field: str = "text",
     id_field: str = "id",
     metadata_field: str = "metadata",
+    version_field: str | None = None,
 ) -> Iterator[RawRecord]:
-    """Yield the records of ``path``. Fields other than text and id become metadata when the
-    record has no ``metadata_field`` of its own."""
+    """Yield the records of ``path``. Fields other than text, id and version become metadata
+    when the record has no ``metadata_field`` of its own."""
     if fmt == "text":
         with path.open(encoding="utf-8", errors="surrogateescape") as handle:
             for number, line in enumerate(handle, 1):
@@ -66,7 +68,7 @@ def read_records(
                 f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})"
             ) from None
         for number, obj in enumerate(items, 1):
-            yield _from_mapping(number, obj, text_field, id_field, metadata_field)
+            yield _from_mapping(number, obj, text_field, id_field, metadata_field, version_field)
         return
     if fmt == "jsonl":
         with path.open(encoding="utf-8", errors="surrogateescape") as handle:
@@ -78,7 +80,9 @@ def read_records(
                 except json.JSONDecodeError as exc:
                     yield RawRecord(number, InvalidInputError(f"not valid JSON ({exc.msg})"))
                     continue
-                yield _from_mapping(number, obj, text_field, id_field, metadata_field)
+                yield _from_mapping(
+                    number, obj, text_field, id_field, metadata_field, version_field
+                )
         return
     with path.open(encoding="utf-8", errors="surrogateescape", newline="") as handle:
         dialect = "excel-tab" if path.suffix.lower() == ".tsv" else "excel"
@@ -89,7 +93,9 @@ def read_records(
                 f"{reader.fieldnames}); name the text column with --text-field"
             )
         for row in reader:
-            yield _from_mapping(reader.line_num, row, text_field, id_field, metadata_field)
+            yield _from_mapping(
+                reader.line_num, row, text_field, id_field, metadata_field, version_field
+            )
 
 
 def _is_json_array(path: Path) -> bool:
@@ -99,7 +105,12 @@ def _is_json_array(path: Path) -> bool:
 
 
 def _from_mapping(
-    number: int, obj: Any, text_field: str, id_field: str, metadata_field: str
+    number: int,
+    obj: Any,
+    text_field: str,
+    id_field: str,
+    metadata_field: str,
+    version_field: str | None = None,
 ) -> RawRecord:
     if not isinstance(obj, dict):
         return RawRecord(number, InvalidInputError("a record must be a JSON object"))
@@ -107,10 +118,24 @@ def _from_mapping(
         return RawRecord(
             number, InvalidInputError(f"no {text_field!r} field; name it with --text-field")
         )
-    rest = {k: v for k, v in obj.items() if k not in {text_field, id_field}}
+    rest = {k: v for k, v in obj.items() if k not in {text_field, id_field, version_field}}
     metadata = rest.pop(metadata_field) if metadata_field in rest else (rest or None)
     key = obj.get(id_field)
-    return RawRecord(number, obj[text_field], None if key in (None, "") else key, metadata)
+    version = None if version_field is None else obj.get(version_field)
+    if version_field is not None and isinstance(version, str):
+        # CSV has no numbers: a version column is read as one.
+        version = _number(version)
+    return RawRecord(number, obj[text_field], None if key in (None, "") else key, metadata, version)
+
+
+def _number(value: str) -> Any:
+    try:
+        return int(value)
+    except ValueError:
+        try:
+            return float(value)
+        except ValueError:
+            return value  # refused by the check, with the value named
 
 
 def check_record(raw: RawRecord, limits: BatchSettings) -> Record:
@@ -118,6 +143,6 @@ def check_record(raw: RawRecord, limits: BatchSettings) -> Record:
     try:
         if isinstance(raw.text, InvalidInputError):
             raise raw.text
-        return check_one(raw.text, raw.id, raw.metadata, limits)
+        return check_one(raw.text, raw.id, raw.metadata, limits, raw.version)
     except InvalidInputError as exc:
         raise InvalidInputError(f"line {raw.line}: {exc}") from None

@@ -180,10 +180,19 @@ def check_ids(
     return checked
 
 
-def check_one(text: object, key: object, metadata: object, limits: BatchSettings) -> Record:
-    """One checked record (id and metadata optional), or :class:`InvalidInputError`."""
+def check_one(
+    text: object, key: object, metadata: object, limits: BatchSettings, version: object = None
+) -> Record:
+    """One checked record (id, metadata and version optional), or :class:`InvalidInputError`."""
     checked_key = None if key is None else check_id(key, limits)
-    return Record(check_text(text, limits), checked_key, check_metadata(metadata, limits) or None)
+    if version is not None and checked_key is None:
+        raise InvalidInputError("a version needs an id: versions order the writes of one id")
+    return Record(
+        check_text(text, limits),
+        checked_key,
+        check_metadata(metadata, limits) or None,
+        None if version is None else check_version(version),
+    )
 
 
 def queued_bytes(record: Record) -> int:

@@ -23,6 +23,7 @@ from tests.conftest import unique
 pytestmark = pytest.mark.integration
 
 OK = ["a fine text", "another fine text"]
+BIG = 10 * 1024 * 1024  # EMBEDQ_BATCH__MAX_DOCUMENT_BYTES
 
 # (case, submit keyword arguments, error fragment that says what is wrong / what to do)
 CASES: list[tuple[str, dict[str, Any], str]] = [
@@ -40,8 +41,11 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("list text", {"texts": [["nested"]]}, "text must be a str, got list"),
     ("lone surrogate", {"texts": ["bad \udcff byte"]}, "lone surrogate"),
     ("NUL character", {"texts": ["a\x00b"]}, "NUL character"),
-    ("text over the limit", {"texts": ["x" * 16_001]}, "EMBEDQ_BATCH__OVERLONG=truncate"),
-    ("text over the limit, multi-byte", {"texts": ["€" * 16_001]}, "48003 bytes as UTF-8"),
+    ("text over the limit", {"texts": ["x" * (BIG + 1)]}, "EMBEDQ_BATCH__MAX_DOCUMENT_BYTES"),
+    ("text over the limit, multi-byte", {"texts": ["€" * (BIG // 3 + 1)]}, "10485762 bytes"),
+    ("version not a number", {"texts": OK, "ids": ["a", "b"], "versions": ["v1", 2]}, "number"),
+    ("version without an id", {"texts": OK, "versions": [1, 2]}, "a version needs an id"),
+    ("fewer versions than texts", {"texts": OK, "ids": ["a", "b"], "versions": [1]}, "1 versions"),
     ("fewer ids than texts", {"texts": OK, "ids": ["1"]}, "got 1 ids for 2 texts"),
     ("more ids than texts", {"texts": OK, "ids": ["1", "2", "3"]}, "got 3 ids for 2 texts"),
     ("ids as a str", {"texts": OK, "ids": "12"}, "ids must be a list"),
@@ -102,20 +106,69 @@ def test_bad_input_is_refused_before_anything_is_queued(
 
 def test_every_problem_is_listed_at_once(settings: Settings) -> None:
     with EmbeddingProducer(settings) as producer, pytest.raises(InvalidInputError) as info:
-        producer.submit(["", "ok", None, "x" * 20_000] + [""] * 20)  # type: ignore[arg-type]
+        producer.submit(["", "ok", None, "x" * (BIG + 1)] + [""] * 20)  # type: ignore[arg-type]
     message = str(info.value)
     assert "23 of 24 items are invalid; nothing was queued" in message
     assert "item 0" in message and "item 2" in message and "item 3" in message
     assert "... and 13 more" in message
 
 
-def test_overlong_text_is_truncated_when_configured(settings: Settings) -> None:
-    truncating = settings.model_copy(
-        update={"batch": settings.batch.model_copy(update={"overlong": "truncate"})}
-    )
-    with EmbeddingProducer(truncating) as producer:
-        records = producer.validate(["y" * 20_000])
-    assert len(records[0][0]) == 16_000
+DOC = {"id": "d1", "text": "a document"}
+
+# (case, submit_documents keyword arguments, error fragment)
+DOCUMENT_CASES: list[tuple[str, dict[str, Any], str]] = [
+    ("no documents", {"documents": []}, "no documents to submit"),
+    ("one document, not a list", {"documents": DOC}, "wrap a single document in a list"),
+    ("a str", {"documents": ["text"]}, "must be a Document or a dict, got str"),
+    ("no id", {"documents": [{"text": "x"}]}, "document 0: a document needs an id"),
+    ("empty document", {"documents": [DOC, {"id": "e", "text": " "}]}, "document 1: text is empty"),
+    ("over the limit", {"documents": [{"id": "b", "text": "x" * (BIG + 1)}]}, "10485761 bytes"),
+    ("id too long", {"documents": [{"id": "k" * 257, "text": "x"}]}, "1 to 256 characters"),
+    ("version a str", {"documents": [{**DOC, "version": "2024"}]}, "version must be a number"),
+    (
+        "naive datetime",
+        {"documents": [{**DOC, "version": datetime.datetime(2024, 1, 1)}]},
+        "timezone",
+    ),
+    ("unknown field", {"documents": [{**DOC, "body": "x"}]}, "unknown field(s) body"),
+    ("duplicate id", {"documents": [DOC, DOC]}, "duplicate id 'd1' (also at 0)"),
+    ("write and delete one id", {"documents": [DOC], "delete": ["d1"]}, "both written and deleted"),
+    ("bad id to delete", {"documents": [DOC], "delete": [1.5]}, "id must be a str or an int"),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "kwargs", "fragment"), DOCUMENT_CASES, ids=[c[0] for c in DOCUMENT_CASES]
+)
+def test_bad_documents_are_refused_before_anything_is_queued(
+    settings: Settings, queue_length: redis.Redis, case: str, kwargs: dict[str, Any], fragment: str
+) -> None:
+    queue = embed_queue("idle")
+    before = queue_length.llen(queue)
+    with EmbeddingProducer(idle(settings)) as producer, pytest.raises(InvalidInputError) as info:
+        producer.submit_documents(**kwargs)
+    assert fragment in str(info.value)
+    assert queue_length.llen(queue) == before
+
+
+@pytest.mark.parametrize(
+    ("ids", "fragment"),
+    [
+        ([], "ids is empty"),
+        ("abc", "wrap a single id in a list"),
+        (["a", "a"], "duplicate id 'a'"),
+        (["a", None], "item 1: id must be a str or an int"),
+    ],
+)
+def test_bad_deletes_are_refused_before_anything_is_queued(
+    settings: Settings, queue_length: redis.Redis, ids: Any, fragment: str
+) -> None:
+    queue = embed_queue("idle")
+    before = queue_length.llen(queue)
+    with EmbeddingProducer(idle(settings)) as producer, pytest.raises(InvalidInputError) as info:
+        producer.delete(ids)
+    assert fragment in str(info.value)
+    assert queue_length.llen(queue) == before
 
 
 def test_more_texts_than_the_batch_size_are_split_not_refused(

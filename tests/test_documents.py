@@ -315,11 +315,11 @@ def test_history_with_random_order_duplicates_and_failures_ends_at_the_last_oper
             except StoreUnavailableError:
                 continue
     stored = store.documents("c")
-    for doc, text in model.items():
-        if text is None:
+    for doc, last in model.items():
+        if last is None:
             assert doc not in stored, f"{doc} was deleted last but has rows"
         else:
             rows = stored[doc]
-            assert " ".join(row.text for row in rows) == text, f"{doc} is not its last version"
+            assert " ".join(row.text for row in rows) == last, f"{doc} is not its last version"
             assert [row.chunk for row in rows] == list(range(len(rows)))
     assert set(stored) <= set(model)

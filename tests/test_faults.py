@@ -20,6 +20,7 @@ import redis
 
 from config.errors import BrokerUnavailableError
 from producer import EmbeddingProducer
+from producer.records import Record
 from tests.conftest import queue_raw_batch, unique
 from tests.stack import REAL_MILVUS, Stack, kill, running, wait_until
 from tests.workload import assert_clean, mid_run, submit, texts, verify
@@ -117,7 +118,7 @@ def test_redis_down_when_submitting_is_a_clear_error_and_resubmitting_is_safe(
             if i == 5 * 256 + 10:
                 assert stack.redis is not None
                 kill(stack.redis, signal.SIGKILL)
-            yield text, key, meta
+            yield Record(text, key, meta)
 
     with EmbeddingProducer(settings) as producer, pytest.raises(BrokerUnavailableError) as info:
         producer.submit_records(dies_midway(), collection=collection)

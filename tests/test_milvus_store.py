@@ -13,11 +13,11 @@ import pytest
 from config.errors import ModelMismatchError, SearchError, StoreUnavailableError
 from config.settings import MilvusSettings
 from tests.conftest import unique
+from worker.batch import row_key
 from worker.encoder import ModelInfo
 from worker.lite_server import serialize_writes
 from worker.milvus import MilvusStore, _chunks, upsert_request
 from worker.services import Service, free_port, milvus_lite_command, wait_for_port
-from worker.batch import row_key
 from worker.store import Rows
 
 pytestmark = pytest.mark.integration

@@ -23,7 +23,7 @@ from config.errors import (
 from config.settings import load_settings
 from producer.cli.deadletters import dead_letters
 from producer.cli.exits import EXIT_FAILED, EXIT_INPUT, EXIT_TIMEOUT, EXIT_UNAVAILABLE, fail
-from producer.cli.ingest import ingest
+from producer.cli.ingest import delete_ids, ingest
 from producer.cli.lookup import search, status
 from producer.cli.models import list_models
 from producer.cli.processes import run_flower, run_worker
@@ -50,6 +50,16 @@ def _parser() -> argparse.ArgumentParser:
     ingest.add_argument("--id-field", default="id", help="field holding the id (optional)")
     ingest.add_argument("--metadata-field", default="metadata", help="field holding metadata")
     ingest.add_argument(
+        "--documents",
+        action="store_true",
+        help="each record is a document (an id is required): split into chunks, replacing "
+        "the document's earlier version",
+    )
+    ingest.add_argument(
+        "--version-field",
+        help="field holding each record's version (a number: the greatest one wins)",
+    )
+    ingest.add_argument(
         "--skip-invalid", action="store_true", help="report bad lines, queue the rest"
     )
     ingest.add_argument("--wait", action="store_true", help="wait until every text is stored")
@@ -61,7 +71,18 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("-k", type=int, default=5)
     search.add_argument("--collection")
     search.add_argument("--filter", default="", help='Milvus filter, e.g. metadata["topic"] == "x"')
+    search.add_argument(
+        "--per-document", action="store_true", help="the best chunk of each document only"
+    )
     search.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+    delete = sub.add_parser("delete", help="delete documents (or texts) by id, as a job")
+    delete.add_argument("ids", nargs="*", help="ids to delete")
+    delete.add_argument("--file", type=Path, help="a file of ids to delete, one per line")
+    delete.add_argument("--collection", help="default EMBEDQ_MILVUS__COLLECTION")
+    delete.add_argument("--wait", action="store_true", help="wait until every id is deleted")
+    delete.add_argument("--timeout", type=float, default=None, help="seconds --wait waits")
+    delete.add_argument("--quiet", action="store_true", help="no progress bar")
 
     status = sub.add_parser("status", help="progress of a job")
     status.add_argument("job_id")
@@ -149,6 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with EmbeddingProducer(settings) as producer:
             if command == "ingest":
                 return ingest(producer, args)
+            if command == "delete":
+                return delete_ids(producer, args)
             if command == "search":
                 return search(producer, args)
             if command == "dead-letters":

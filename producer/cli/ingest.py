@@ -21,7 +21,7 @@ from producer.readers import Format, check_record, detect_format, read_records
 if TYPE_CHECKING:
     from tqdm import tqdm
 
-__all__ = ["ingest"]
+__all__ = ["delete_ids", "ingest"]
 
 
 def ingest(producer: EmbeddingProducer, args: argparse.Namespace) -> int:
@@ -32,10 +32,15 @@ def ingest(producer: EmbeddingProducer, args: argparse.Namespace) -> int:
     limits = producer.settings.batch
 
     def raw() -> Iterator[Record | InvalidInputError]:
-        fields = (args.text_field, args.id_field, args.metadata_field)
+        fields = (args.text_field, args.id_field, args.metadata_field, args.version_field)
         for record in read_records(path, fmt, *fields):
             try:
-                yield check_record(record, limits)
+                checked = check_record(record, limits)
+                if args.documents and checked.id is None:
+                    raise InvalidInputError(
+                        f"line {record.line}: a document needs an id (field {args.id_field!r})"
+                    )
+                yield checked
             except InvalidInputError as exc:
                 yield exc
 
@@ -66,7 +71,9 @@ def ingest(producer: EmbeddingProducer, args: argparse.Namespace) -> int:
                 bar.update(1)
                 yield item
 
-    job = producer.submit_records(records(), collection=args.collection, model=args.model)
+    job = producer.submit_records(
+        records(), collection=args.collection, model=args.model, documents=args.documents
+    )
     bar.close()
     print(f"job {job.id}: {total} texts queued", file=sys.stderr)
     print(job.id)
@@ -75,8 +82,26 @@ def ingest(producer: EmbeddingProducer, args: argparse.Namespace) -> int:
     return 0
 
 
-def _wait(job: Job, total: int, timeout: float | None, quiet: bool) -> int:
-    bar = _bar(total, "stored", quiet)
+def delete_ids(producer: EmbeddingProducer, args: argparse.Namespace) -> int:
+    """``embedq delete``: the ids given, and those of ``--file`` (one per line)."""
+    ids: list[str] = list(args.ids)
+    if args.file is not None:
+        if not args.file.is_file():
+            raise InvalidInputError(f"{args.file} is not a file")
+        with args.file.open(encoding="utf-8") as handle:
+            ids += [line.rstrip("\r\n") for line in handle if line.strip()]
+    if not ids:
+        raise InvalidInputError("no ids to delete; name them, or pass --file FILE")
+    job = producer.delete(ids, collection=args.collection)
+    print(f"job {job.id}: {len(ids)} ids queued for deletion", file=sys.stderr)
+    print(job.id)
+    if args.wait:
+        return _wait(job, len(ids), args.timeout, args.quiet, unit="deleted")
+    return 0
+
+
+def _wait(job: Job, total: int, timeout: float | None, quiet: bool, unit: str = "stored") -> int:
+    bar = _bar(total, unit, quiet)
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         status = job.status()

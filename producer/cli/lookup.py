@@ -16,7 +16,13 @@ __all__ = ["search", "status"]
 
 
 def search(producer: EmbeddingProducer, args: argparse.Namespace) -> int:
-    hits = producer.search(args.query, k=args.k, collection=args.collection, filter=args.filter)
+    hits = producer.search(
+        args.query,
+        k=args.k,
+        collection=args.collection,
+        filter=args.filter,
+        per_document=args.per_document,
+    )
     if args.json:
         print(json.dumps([hit.model_dump() for hit in hits], ensure_ascii=False))
         return 0
@@ -24,7 +30,12 @@ def search(producer: EmbeddingProducer, args: argparse.Namespace) -> int:
         print("no results")
     for rank, hit in enumerate(hits, 1):
         meta = json.dumps(hit.metadata, ensure_ascii=False) if hit.metadata else ""
-        print(f"{rank}. [{hit.score:.3f}] {hit.text}  (id {hit.id}) {meta}".rstrip())
+        where = f"id {hit.id}" + (
+            f", chunk {hit.chunk} [{hit.start}:{hit.end}]"
+            if hit.chunk or hit.version is not None
+            else ""
+        )
+        print(f"{rank}. [{hit.score:.3f}] {hit.text}  ({where}) {meta}".rstrip())
     return 0
 
 
@@ -40,6 +51,10 @@ def status(producer: EmbeddingProducer, args: argparse.Namespace) -> int:
             "texts_total": state.texts_total,
             "texts_stored": state.texts_stored,
             "texts_rejected": state.texts_rejected,
+            "chunks_stored": state.chunks_stored,
+            "texts_truncated": state.texts_truncated,
+            "superseded": state.superseded,
+            "deleted": state.deleted,
             "finished": state.finished,
             "ok": state.ok,
             "failures": {str(k): v for k, v in state.failures.items()},
