@@ -81,10 +81,39 @@ def _chunks(count: int, size: int) -> list[slice]:
 
 
 def _rows(ids: Sequence[str], texts: Sequence[str], vectors: Sequence[Any]) -> list[dict[str, Any]]:
+    """Rows of embedq's collection layout, each text a document of one chunk (the row key is
+    the id: this path writes each text once)."""
     return [
-        {"id": i, "vector": v, "text": t, "metadata": {}}
+        {
+            "pk": i,
+            "id": i,
+            "chunk": 0,
+            "start": 0,
+            "end": len(t),
+            "version": 0.0,
+            "seq": 0,
+            "vector": v,
+            "text": t,
+            "metadata": {},
+        }
         for i, t, v in zip(ids, texts, vectors, strict=True)
     ]
+
+
+def _document_rows(ids: Sequence[str], texts: Sequence[str], vectors: Vectors) -> Rows:
+    count = len(ids)
+    return Rows(
+        ids=ids,
+        texts=texts,
+        metadata=[{}] * count,
+        vectors=vectors,
+        pks=ids,
+        chunks=[0] * count,
+        starts=[0] * count,
+        ends=[len(t) for t in texts],
+        versions=[0.0] * count,
+        seqs=[0] * count,
+    )
 
 
 def raw_encode(model: Any, corpus: Corpus, max_length: int | None) -> tuple[Throughput, Vectors]:
@@ -109,12 +138,7 @@ def raw_upsert(
         requests = [
             upsert_request(
                 collection,
-                Rows(
-                    ids=corpus.ids[part],
-                    texts=corpus.texts[part],
-                    metadata=[{}] * len(corpus.ids[part]),
-                    vectors=vectors[part],
-                ),
+                _document_rows(corpus.ids[part], corpus.texts[part], vectors[part]),
             )
             for part in _chunks(len(corpus), batch)
         ]

@@ -3,21 +3,22 @@
 Every operation on a document (a write or a delete) carries an *order key*, ``(version, seq)``:
 the caller's version (or, without one, the sequence number), then the sequence number the
 producer drew from Redis when it queued the operation, which breaks ties in submission order.
-Workers apply operations in whatever order they take them; the register keeps, per collection
-and document, the greatest order key any worker has *claimed*, so that an operation older than
-one already claimed writes nothing, and a newer one knows to remove what older ones wrote
-(``worker/documents.py`` holds the whole protocol and why it converges).
+Workers apply operations in whatever order they take them. The register keeps, per collection
+and document, the greatest order key any worker has *claimed*, with how many chunks that
+operation writes, and the operations it replaced whose rows may still be stored (*pending*).
+Row keys derive from (document, seq, chunk number), so the rows of any of them are known
+without reading the store; ``worker/batch.py`` holds the whole protocol and why it converges.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 
 import redis
 
-__all__ = ["Claim", "OrderKey", "VersionRegister", "register_key"]
+__all__ = ["Claim", "Claimed", "OrderKey", "VersionRegister", "Written", "register_key"]
 
 _SEQ_KEY = "embedq:seq"
 
@@ -33,29 +34,84 @@ redis.call('SET', KEYS[1], string.format('%.0f', first + tonumber(ARGV[1]) - 1))
 return string.format('%.0f', first)
 """
 
-# KEYS: the collection's register; ARGV: per operation its document id, version and seq.
-# Returns per operation 0 (first operation seen on the document), 1 (newer than the one
-# claimed before), 2 (the same operation, claimed before: a redelivery) or 3 (older).
-_CLAIM = """
+# A document's entry: "<version> <seq> <chunks>", then ";<seq> <chunks>" per pending operation.
+_PARSE = """
+local function parse(held)
+  local parts = {}
+  for part in string.gmatch(held, '[^;]+') do parts[#parts + 1] = part end
+  local v, s, n = string.match(parts[1], '^(%S+) (%S+) (%S+)$')
+  local pending = {}
+  for i = 2, #parts do pending[#pending + 1] = parts[i] end
+  return tonumber(v), tonumber(s), tonumber(n), v, s, pending
+end
+"""
+
+# KEYS: the collection's register; ARGV: per operation its document id, version, seq and chunk
+# count. Returns per operation its claim (0 first, 1 newer, 2 again, 3 stale), the number of
+# pending operations, then each as "<seq> <chunks>" (all of them for a live claim: its worker
+# deletes their rows; none for a stale one).
+_CLAIM = (
+    _PARSE
+    + """
 local out = {}
-for a = 1, #ARGV, 3 do
-  local doc, version, seq = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+for a = 1, #ARGV, 4 do
+  local doc, chunks = ARGV[a], ARGV[a + 3]
+  local version, seq = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   local held = redis.call('HGET', KEYS[1], doc)
-  local status = 0
+  local status, pending = 0, {}
+  local entry = ARGV[a + 1] .. ' ' .. ARGV[a + 2] .. ' ' .. chunks
   if held then
-    local space = string.find(held, ' ', 1, true)
-    local hv, hs = tonumber(string.sub(held, 1, space - 1)), tonumber(string.sub(held, space + 1))
-    if version > hv or (version == hv and seq > hs) then status = 1
-    elseif version == hv and seq == hs then status = 2
-    else status = 3 end
+    local hv, hs, hn, rv, rs, rest = parse(held)
+    pending = rest
+    if version > hv or (version == hv and seq > hs) then
+      status = 1
+      pending[#pending + 1] = rs .. ' ' .. hn
+    elseif version == hv and seq == hs then
+      status = 2
+      entry = rv .. ' ' .. rs .. ' ' .. math.max(hn, tonumber(chunks))
+    else
+      status = 3
+    end
   end
-  if status <= 1 then
-    redis.call('HSET', KEYS[1], doc, ARGV[a + 1] .. ' ' .. ARGV[a + 2])
+  if status <= 2 then
+    local value = entry
+    for _, p in ipairs(pending) do value = value .. ';' .. p end
+    redis.call('HSET', KEYS[1], doc, value)
+  else
+    pending = {}
   end
   out[#out + 1] = status
+  out[#out + 1] = #pending
+  for _, p in ipairs(pending) do out[#out + 1] = p end
 end
 return out
 """
+)
+
+# KEYS: the collection's register; ARGV: per document its id, how many seqs follow, the seqs
+# of the pending operations whose rows are now deleted. Drops them from the pending list.
+_SETTLE = (
+    _PARSE
+    + """
+local a = 1
+while a <= #ARGV do
+  local doc, count = ARGV[a], tonumber(ARGV[a + 1])
+  local gone = {}
+  for i = 1, count do gone[ARGV[a + 1 + i]] = true end
+  local held = redis.call('HGET', KEYS[1], doc)
+  if held then
+    local hv, hs, hn, rv, rs, pending = parse(held)
+    local value = rv .. ' ' .. rs .. ' ' .. hn
+    for _, p in ipairs(pending) do
+      if not gone[string.match(p, '^(%S+)')] then value = value .. ';' .. p end
+    end
+    redis.call('HSET', KEYS[1], doc, value)
+  end
+  a = a + 2 + count
+end
+return 1
+"""
+)
 
 
 @dataclass(frozen=True, order=True)
@@ -64,15 +120,6 @@ class OrderKey:
 
     version: float
     seq: int
-
-    def encode(self) -> str:
-        return f"{_number(self.version)} {self.seq}"
-
-    @classmethod
-    def decode(cls, raw: bytes | str) -> OrderKey:
-        text = raw.decode() if isinstance(raw, bytes) else raw
-        version, seq = text.split(" ")
-        return cls(float(version), int(seq))
 
 
 class Claim(IntEnum):
@@ -88,41 +135,85 @@ class Claim(IntEnum):
         return self is not Claim.STALE
 
 
+@dataclass(frozen=True)
+class Written:
+    """An operation whose rows may be stored: row keys are (document, seq, 0..chunks-1)."""
+
+    seq: int
+    chunks: int
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """The register's answer to one claim: the claim, and the replaced operations whose rows
+    the claimant deletes (then reports with :meth:`VersionRegister.settle`)."""
+
+    claim: Claim
+    pending: tuple[Written, ...] = field(default=())
+
+
 def register_key(collection: str) -> str:
     return f"embedq:versions:{collection}"
 
 
 class VersionRegister:
-    """Sequence numbers for producers, claims and the latest claims for workers."""
+    """Sequence numbers for producers; claims, settlements and latest keys for workers."""
 
     def __init__(self, client: redis.Redis) -> None:
         self._redis = client
         self._next = client.register_script(_NEXT)
         self._claim = client.register_script(_CLAIM)
+        self._settle = client.register_script(_SETTLE)
 
     def next_seqs(self, count: int) -> int:
         """The first of ``count`` fresh sequence numbers, greater than every one before."""
         return int(self._next(keys=[_SEQ_KEY], args=[count]))
 
-    def claim(self, collection: str, ops: Sequence[tuple[str, OrderKey]]) -> list[Claim]:
-        """Claim each ``(document id, order key)``, atomically and in order."""
+    def claim(self, collection: str, ops: Sequence[tuple[str, OrderKey, int]]) -> list[Claimed]:
+        """Claim each ``(document id, order key, chunk count)``, atomically and in order."""
         if not ops:
             return []
         args: list[str | int] = []
-        for doc, key in ops:
-            args += [doc, _number(key.version), key.seq]
-        return [Claim(int(s)) for s in self._claim(keys=[register_key(collection)], args=args)]
+        for doc, key, chunks in ops:
+            args += [doc, _number(key.version), key.seq, chunks]
+        raw = self._claim(keys=[register_key(collection)], args=args)
+        out: list[Claimed] = []
+        at = 0
+        for _ in ops:
+            status, count = int(raw[at]), int(raw[at + 1])
+            entries = [_text(e).split(" ") for e in raw[at + 2 : at + 2 + count]]
+            out.append(Claimed(Claim(status), tuple(Written(int(s), int(n)) for s, n in entries)))
+            at += 2 + count
+        return out
+
+    def settle(self, collection: str, done: Sequence[tuple[str, Sequence[int]]]) -> None:
+        """Drop pending operations whose rows are deleted: ``(document id, their seqs)``."""
+        args: list[str | int] = []
+        for doc, seqs in done:
+            if seqs:
+                args += [doc, len(seqs), *seqs]
+        if args:
+            self._settle(keys=[register_key(collection)], args=args)
 
     def latest(self, collection: str, docs: Sequence[str]) -> list[OrderKey | None]:
         """The greatest order key claimed for each document (None: never claimed)."""
         if not docs:
             return []
         raw = self._redis.hmget(register_key(collection), list(docs))
-        return [None if value is None else OrderKey.decode(value) for value in raw]
+        return [None if value is None else _key(_text(value)) for value in raw]
 
     def forget(self, collection: str) -> None:
         """Drop a collection's register (when the collection itself is dropped)."""
         self._redis.delete(register_key(collection))
+
+
+def _key(value: str) -> OrderKey:
+    version, seq, _ = value.split(";", 1)[0].split(" ")
+    return OrderKey(float(version), int(seq))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _number(value: float) -> str:

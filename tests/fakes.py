@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from config.settings import BatchSettings
-from config.versions import Claim, OrderKey
+from config.versions import Claim, Claimed, OrderKey, Written
 from worker.batch import Embedder
 from worker.chunker import Chunker
 from worker.encoder import Encoder, ModelInfo, Vectors
@@ -40,7 +40,8 @@ class MemoryRegister:
     """A :class:`~worker.batch.Register` in a dict, with the Lua scripts' semantics."""
 
     def __init__(self) -> None:
-        self.claimed: dict[tuple[str, str], OrderKey] = {}
+        #: (collection, document) -> (order key, chunks, pending operations)
+        self.held: dict[tuple[str, str], tuple[OrderKey, int, list[Written]]] = {}
         self._seq = 0
 
     def next_seqs(self, count: int) -> int:
@@ -48,24 +49,40 @@ class MemoryRegister:
         self._seq += count
         return first
 
-    def claim(self, collection: str, ops: Sequence[tuple[str, OrderKey]]) -> list[Claim]:
-        out: list[Claim] = []
-        for doc, key in ops:
-            held = self.claimed.get((collection, doc))
+    def claim(self, collection: str, ops: Sequence[tuple[str, OrderKey, int]]) -> list[Claimed]:
+        out: list[Claimed] = []
+        for doc, key, chunks in ops:
+            held = self.held.get((collection, doc))
             if held is None:
-                out.append(Claim.FIRST)
-            elif key > held:
-                out.append(Claim.NEWER)
-            elif key == held:
-                out.append(Claim.AGAIN)
+                self.held[(collection, doc)] = (key, chunks, [])
+                out.append(Claimed(Claim.FIRST))
+                continue
+            old, old_chunks, pending = held
+            if key > old:
+                pending = [*pending, Written(old.seq, old_chunks)]
+                self.held[(collection, doc)] = (key, chunks, pending)
+                out.append(Claimed(Claim.NEWER, tuple(pending)))
+            elif key == old:
+                self.held[(collection, doc)] = (key, max(chunks, old_chunks), pending)
+                out.append(Claimed(Claim.AGAIN, tuple(pending)))
             else:
-                out.append(Claim.STALE)
-            if out[-1] in (Claim.FIRST, Claim.NEWER):
-                self.claimed[(collection, doc)] = key
+                out.append(Claimed(Claim.STALE))
         return out
 
+    def settle(self, collection: str, done: Sequence[tuple[str, Sequence[int]]]) -> None:
+        for doc, seqs in done:
+            key, chunks, pending = self.held[(collection, doc)]
+            self.held[(collection, doc)] = (key, chunks, [w for w in pending if w.seq not in seqs])
+
     def latest(self, collection: str, docs: Sequence[str]) -> list[OrderKey | None]:
-        return [self.claimed.get((collection, doc)) for doc in docs]
+        return [
+            None if (collection, doc) not in self.held else self.held[(collection, doc)][0]
+            for doc in docs
+        ]
+
+    def overtake(self, collection: str, doc: str, key: OrderKey) -> None:
+        """Another worker claims ``doc`` with a greater key (it writes one chunk)."""
+        self.claim(collection, [(doc, key, 1)])
 
 
 def word_chunker(tokens: int = 8, overlap: int = 0) -> Chunker:

@@ -10,7 +10,7 @@ import pytest
 
 from config.contract import BatchMessage, SearchMessage
 from config.errors import StoreUnavailableError
-from config.versions import Claim, OrderKey
+from config.versions import Claim, Claimed, OrderKey
 from tests.fakes import HashEncoder, MemoryRegister, make_embedder
 from worker.store import InMemoryStore, Rows
 
@@ -131,7 +131,7 @@ def test_a_redelivered_batch_rewrites_the_same_rows() -> None:
     embedder.run([message])
     before = dict(store.collections["c"].rows)
     outcome = embedder.run([message])[0]
-    assert register.claim("c", [("d", OrderKey(4, 4))]) == [Claim.AGAIN]
+    assert register.claim("c", [("d", OrderKey(4, 4), 3)])[0].claim is Claim.AGAIN
     assert outcome.stored == 2 and store.collections["c"].rows.keys() == before.keys()
 
 
@@ -142,9 +142,10 @@ def test_a_write_overtaken_while_it_was_writing_removes_its_own_rows() -> None:
     store = InMemoryStore()
 
     class Overtaken(MemoryRegister):
-        def claim(self, collection: str, ops: Any) -> list[Claim]:
+        def claim(self, collection: str, ops: Any) -> list[Claimed]:
             claims = super().claim(collection, ops)
-            self.claimed[(collection, "d")] = OrderKey(99, 99)  # the other worker's claim
+            if ops[0][1].seq != 99:
+                self.overtake(collection, "d", OrderKey(99, 99))  # the other worker's claim
             return claims
 
     outcome = make_embedder(store=store, register=Overtaken()).run([docs({"d": words(20)}, seq=1)])[
@@ -158,9 +159,9 @@ def test_a_stale_operation_removes_rows_an_earlier_attempt_of_its_own_wrote() ->
     embedder = make_embedder(store=store, register=register)
     message = docs({"d": words(20)}, seq=1)
     embedder.run([message])  # the first attempt wrote, then "crashed" before acknowledging
-    register.claimed[("c", "d")] = OrderKey(
-        50, 50
-    )  # a newer operation claimed; its clean-up ran early
+    # a newer operation claims, and its clean-up ran before the first attempt's rows landed
+    register.overtake("c", "d", OrderKey(50, 50))
+    register.settle("c", [("d", [1])])
     outcome = embedder.run([message])[0]  # the redelivery finds itself stale
     assert outcome.superseded == 1 and store.count("c") == 0
 
@@ -169,11 +170,11 @@ def test_a_store_failure_after_the_claim_is_finished_by_the_retry() -> None:
     class FailsOnce(InMemoryStore):
         failed = False
 
-        def chunks_of(self, collection: str, ids: Any) -> Any:
+        def delete(self, collection: str, pks: Any) -> None:
             if not self.failed:
                 self.failed = True
                 raise StoreUnavailableError("Milvus went away")
-            return super().chunks_of(collection, ids)
+            super().delete(collection, pks)
 
     store = FailsOnce()
     embedder = make_embedder(store=store)
@@ -273,10 +274,6 @@ class Flaky(InMemoryStore):
         written = super().upsert(collection, rows)
         self._maybe_fail()
         return written
-
-    def chunks_of(self, collection: str, ids: Any) -> Any:
-        self._maybe_fail()
-        return super().chunks_of(collection, ids)
 
     def delete(self, collection: str, pks: Any) -> None:
         self._maybe_fail()

@@ -13,7 +13,6 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
@@ -113,7 +112,7 @@ def test_redis_down_when_submitting_is_a_clear_error_and_resubmitting_is_safe(
     # Redis dies in the middle of a submit: the error says what was already queued
     stack.start_redis()
 
-    def dies_midway() -> Iterator[tuple[str, str | None, dict[str, Any] | None]]:
+    def dies_midway() -> Iterator[Record]:
         for i, (text, key, meta) in enumerate(zip(with_ids, ids, metadata, strict=True)):
             if i == 5 * 256 + 10:
                 assert stack.redis is not None

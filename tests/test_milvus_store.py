@@ -261,13 +261,14 @@ def test_a_documents_rows_are_found_by_document_and_deleted_by_key(store: Milvus
     name = unique("c")
     assert store.prepare(name, MODEL) == "documents"
     store.upsert(name, rows(30, chunks=3, seq=5))  # documents id0..id9, three chunks each
-    found = store.chunks_of(name, ["id1", "id7", 'no "such" \\ doc'])
-    assert sorted((c.id, c.seq, c.version) for c in found) == sorted(
-        [("id1", 5, 5.0)] * 3 + [("id7", 5, 5.0)] * 3
-    )
-    store.delete(name, [c.pk for c in found if c.id == "id1"] + ["absent"])
+    found = store.rows_of(name, ["id1", "id7", 'no "such" \\ doc'])
+    assert list(zip(found.ids, found.chunks, found.versions, strict=True)) == [
+        (doc, c, 5.0) for doc in ("id1", "id7") for c in range(3)
+    ]
+    store.delete(name, [row_key("id1", 5, c) for c in range(3)] + ["absent"])
     assert store.count(name) == 27
-    assert {c.id for c in store.chunks_of(name, ["id1", "id7"])} == {"id7"}
+    assert set(store.rows_of(name, ["id1", "id7"]).ids) == {"id7"}
+    assert store.document_ids(name) == sorted(f"id{i}" for i in range(10) if i != 1)
 
 
 def test_a_document_of_more_rows_than_one_query_returns_is_read_whole(
@@ -276,7 +277,7 @@ def test_a_document_of_more_rows_than_one_query_returns_is_read_whole(
     name = unique("c")
     store.prepare(name, MODEL)
     store.upsert(name, rows(17_000, chunks=17_000))
-    assert len(store.chunks_of(name, ["id0"])) == 17_000
+    assert len(store.rows_of(name, ["id0"])) == 17_000
 
 
 def test_search_returns_each_chunk_with_its_document_and_offsets(store: MilvusStore) -> None:

@@ -222,11 +222,11 @@ def test_a_row_these_settings_refuse_does_not_stop_the_reindex(
     start_fleet(stack, small_model)
     settings = with_small(stack.settings(), small_model)
     source, target = unique("mixed"), unique("mixed_new")
-    texts = ["a short text", "another short text", "a text far longer than forty characters in all"]
+    texts = ["a short text", "another short text", "a text longer than the other side allows " * 30]
     with EmbeddingProducer(settings) as producer:
         producer.submit(texts, ids=["a", "b", "long"], collection=source).wait(timeout=60)
     env = stack.env(
-        EMBEDQ_MODELS__SMALL__SOURCE=str(small_model), EMBEDQ_BATCH__MAX_TEXT_CHARS="40"
+        EMBEDQ_MODELS__SMALL__SOURCE=str(small_model), EMBEDQ_BATCH__MAX_DOCUMENT_BYTES="1024"
     )
     result = subprocess.run(
         reindex_command(source, target), env=env, cwd=ROOT, capture_output=True, text=True,
@@ -235,5 +235,5 @@ def test_a_row_these_settings_refuse_does_not_stop_the_reindex(
     # Then the others are re-embedded, and the refused one is named with the reason
     assert result.returncode == 1, result.stderr
     assert "2 of 3 texts stored, 1 rejected" in result.stdout
-    assert "not queued: long:" in result.stderr and "40" in result.stderr
+    assert "not queued: long:" in result.stderr and "1024" in result.stderr
     assert sorted(rows(stack, target)) == ["a", "b"]

@@ -4,24 +4,27 @@ one submitted for a document wins, whatever order workers take them in.
 
 How the last operation wins
 ---------------------------
-Every operation carries an order key ``(version, seq)`` (see :mod:`config.versions`), and every
-row it writes records that key and has a primary key of its own (document id, seq, chunk
-number), so rows of different operations never overwrite each other. An operation
+Every operation carries an order key ``(version, seq)`` (see :mod:`config.versions`). Each row
+it writes has the primary key ``row_key(document, seq, chunk number)``, so the rows of two
+operations never overwrite each other, and the rows of any operation are known from its seq and
+chunk count alone: nothing in the protocol reads the store. An operation
 
-1. *claims* its document in the Redis register; if a greater key is already claimed it is
-   **stale** and writes nothing (it only removes rows an earlier attempt of its own wrote);
+1. *claims* its document in the Redis register, with its key and chunk count. If a greater key
+   is claimed already it is **stale**: it writes nothing, and deletes the rows an earlier
+   attempt of its own may have written. Otherwise the register moves the operation it replaces
+   to the document's *pending* list and hands back that list;
 2. writes its chunks (upsert: a redelivery rewrites the same rows);
-3. unless it was the first operation ever claimed on the document, reads the document's
-   stored rows (a strong read) and deletes those with a smaller key than its own;
+3. deletes the rows of every pending operation, and tells the register they are gone;
 4. reads the register again: if a greater key was claimed meanwhile, it deletes its own rows.
 
-Why that converges on the greatest key W: W's rows are never deleted (step 3 of another
-operation deletes only smaller keys, step 1 and 4 only the operation's own rows). A row of a
-smaller key X written before W's step-3 read is deleted by W; one written after it was written
-after W's claim, so X's own step 4 (which follows its write) sees W and deletes it. An attempt
-cut short by a crash or a failure is retried with the same key and does it all again.
-Collections in the texts layout (created before documents) keep their old semantics: a row per
-text keyed by id, the last write to arrive wins.
+Why that converges on the greatest key W: W's rows are only deleted by W (no one else's step 1,
+3 or 4 names W's seq while W is the latest). Every other operation X that claimed is pending
+once superseded, so its rows are deleted in some step 3, unless X wrote them after that delete:
+then X's own step 4, which follows its write, sees the newer claim and deletes them. An
+operation that never claimed writes nothing. An attempt cut short by a crash or a failure is
+retried with the same key and does it all again. Collections in the texts layout (created
+before documents) keep their old semantics: a row per text keyed by id, the last write to
+arrive wins.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from config.contract import (
 )
 from config.errors import InvalidInputError, ModelMismatchError, StoreUnavailableError
 from config.settings import BatchSettings
-from config.versions import Claim, OrderKey
+from config.versions import Claim, Claimed, OrderKey, Written
 from worker.chunker import Chunker, Span
 from worker.encoder import Encoder, Vectors
 from worker.store import Rows, VectorStore
@@ -60,7 +63,8 @@ class Register(Protocol):
     """The version register (:class:`config.versions.VersionRegister` on Redis)."""
 
     def next_seqs(self, count: int) -> int: ...
-    def claim(self, collection: str, ops: Sequence[tuple[str, OrderKey]]) -> list[Claim]: ...
+    def claim(self, collection: str, ops: Sequence[tuple[str, OrderKey, int]]) -> list[Claimed]: ...
+    def settle(self, collection: str, done: Sequence[tuple[str, Sequence[int]]]) -> None: ...
     def latest(self, collection: str, docs: Sequence[str]) -> list[OrderKey | None]: ...
 
 
@@ -128,14 +132,23 @@ class _Op:
     metadata: dict[str, Any]
     spans: list[Span] | None
     truncated: bool = False
-    claim: Claim | None = None
+    claimed: Claimed | None = None
     #: The chunks it writes (those that encoded to something), by number, and where their
     #: vectors are in the block its part was encoded into.
     written: list[int] = field(default_factory=list)
     rows: list[int] = field(default_factory=list)
 
-    def pks(self) -> list[str]:
-        return [row_key(self.doc, self.key.seq, c) for c in self.written]
+    @property
+    def claim(self) -> Claim | None:
+        return None if self.claimed is None else self.claimed.claim
+
+    @property
+    def chunks(self) -> int:
+        return len(self.spans or ())
+
+    def own_pks(self) -> list[str]:
+        """The keys of every row this operation may have written, in any attempt."""
+        return [row_key(self.doc, self.key.seq, c) for c in range(self.chunks)]
 
 
 #: Operations are encoded and written in up to this many parts, of at least _MIN_CHUNKS chunks.
@@ -303,9 +316,9 @@ class Embedder:
         return encode_seconds, upsert_seconds
 
     def _claim(self, collection: str, ops: list[_Op]) -> None:
-        claims = self.register.claim(collection, [(op.doc, op.key) for op in ops])
-        for op, claim in zip(ops, claims, strict=True):
-            op.claim = claim
+        claims = self.register.claim(collection, [(op.doc, op.key, op.chunks) for op in ops])
+        for op, claimed in zip(ops, claims, strict=True):
+            op.claimed = claimed
 
     def _upserts(self, ops: list[_Op], vectors: Vectors) -> Callable[[], float]:
         batches = [
@@ -324,42 +337,36 @@ class Embedder:
     # -- converging -----------------------------------------------------------------------
 
     def _clean_up(self, live: list[_Op], superseded: list[_Op]) -> None:
-        """Step 1 and 3 of the module's protocol: delete the rows older than each claimed
-        operation, and rows that a stale (or superseded) operation wrote in an earlier attempt
-        of its own."""
-        by_collection: dict[str, dict[str, list[_Op]]] = {}
-        replaced = {id(op) for op in superseded}
-        for op in live + superseded:
-            # The first operation on a document has nothing older to remove; an unclaimed
-            # live one (rejected) wrote nothing.
-            if op.claim is Claim.FIRST or (op.claim is None and id(op) not in replaced):
-                continue
-            by_collection.setdefault(op.collection, {}).setdefault(op.doc, []).append(op)
-        for collection, docs in by_collection.items():
-            doomed: set[str] = set()
-            for row in self.store.chunks_of(collection, list(docs)):
-                for op in docs.get(row.id, ()):
-                    if op.claim in (Claim.NEWER, Claim.AGAIN):
-                        if OrderKey(row.version, row.seq) < op.key:
-                            doomed.add(row.pk)
-                    elif row.seq == op.key.seq:
-                        doomed.add(row.pk)
+        """Step 1 and 3 of the module's protocol: delete the rows of the operations each live
+        one replaced (then settle them in the register), and rows that a stale or superseded
+        operation may have written in an earlier attempt of its own."""
+        for collection, group in _by_collection(live + superseded).items():
+            doomed: list[str] = []
+            settled: list[tuple[str, list[int]]] = []
+            for op in group:
+                if op.claimed is None or op.claim is Claim.STALE:
+                    # Superseded in this group (never claimed), or stale: only its own rows.
+                    if op.claimed is not None or op in superseded:
+                        doomed += op.own_pks()
+                    continue
+                pending = [w for w in op.claimed.pending if w.seq != op.key.seq]
+                doomed += [pk for w in pending for pk in _pks(op.doc, w)]
+                settled.append((op.doc, [w.seq for w in pending]))
             if doomed:
-                self.store.delete(collection, sorted(doomed))
+                self.store.delete(collection, doomed)
+            self.register.settle(collection, [(doc, seqs) for doc, seqs in settled if seqs])
 
     def _recheck(self, writes: list[_Op]) -> None:
         """Step 4: an operation overtaken while it wrote removes its own rows."""
-        by_collection: dict[str, list[_Op]] = {}
-        for op in writes:
-            if op.written and op.claim is not None and op.claim.live:
-                by_collection.setdefault(op.collection, []).append(op)
-        for collection, group in by_collection.items():
+        for collection, group in _by_collection(
+            [op for op in writes if op.written and op.claim is not None and op.claim.live]
+        ).items():
             latest = self.register.latest(collection, [op.doc for op in group])
             doomed = [
                 pk
                 for op, key in zip(group, latest, strict=True)
                 if key is not None and key > op.key
-                for pk in op.pks()
+                for pk in op.own_pks()
             ]
             if doomed:
                 self.store.delete(collection, doomed)
@@ -423,6 +430,10 @@ class Embedder:
             message.filter,
             per_document=message.per_document,
         )
+
+
+def _pks(doc: str, written: Written) -> list[str]:
+    return [row_key(doc, written.seq, c) for c in range(written.chunks)]
 
 
 def _add(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:

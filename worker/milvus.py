@@ -29,7 +29,7 @@ from config.errors import (
 from config.settings import MilvusSettings
 from worker.encoder import ModelInfo, Vectors
 from worker.lite_server import SERIALIZED
-from worker.store import Layout, Rows, StoredChunk, check_binding
+from worker.store import Layout, Rows, check_binding
 
 __all__ = ["MilvusStore", "WriteLock"]
 
@@ -67,8 +67,6 @@ _PROPS = ("embedq.model", "embedq.source", "embedq.dim", "embedq.revision")
 _ROW_OVERHEAD = 64
 #: The scalar fields of a row in the documents layout, beside id, vector, text and metadata.
 _CHUNK_FIELDS = ("chunk", "start", "end", "version", "seq")
-#: The most rows one query returns (Milvus caps a query's offset + limit at 16384).
-_QUERY_LIMIT = 16_384
 
 
 class MilvusStore:
@@ -271,48 +269,6 @@ class MilvusStore:
             )
             ledger.write(started)
 
-    def chunks_of(self, collection: str, ids: Sequence[str]) -> list[StoredChunk]:
-        found: list[StoredChunk] = []
-        for start in range(0, len(ids), 1000):
-            listed = ", ".join(_literal(i) for i in ids[start : start + 1000])
-            found += self._rows_where(collection, f"id in [{listed}]")
-        return found
-
-    def _rows_where(self, collection: str, where: str) -> list[StoredChunk]:
-        fields = ["pk", "id", "version", "seq"]
-
-        def run(client: Any) -> list[dict[str, Any]]:
-            rows: list[dict[str, Any]] = client.query(
-                collection,
-                filter=where,
-                output_fields=fields,
-                limit=_QUERY_LIMIT,
-                consistency_level="Strong",
-                timeout=self._settings.timeout,
-            )
-            if len(rows) < _QUERY_LIMIT:
-                return rows
-            # A document of more chunks than one query returns: page through all of them.
-            iterator = client.query_iterator(
-                collection,
-                batch_size=1000,
-                filter=where,
-                output_fields=fields,
-                consistency_level="Strong",
-            )
-            rows = []
-            try:
-                while page := iterator.next():
-                    rows += page
-            finally:
-                iterator.close()
-            return rows
-
-        return [
-            StoredChunk(str(r["pk"]), str(r["id"]), float(r["version"]), int(r["seq"]))
-            for r in self._call("query", run)
-        ]
-
     def delete(self, collection: str, pks: Sequence[str]) -> None:
         if not pks:
             return
@@ -405,33 +361,57 @@ class MilvusStore:
 
         return self._call("describe", run)
 
-    def scan(self, collection: str, after: str = "", batch_size: int = 1000) -> Iterator[Rows]:
-        """Every row whose id sorts after ``after``, in id order, ``batch_size`` at a time
-        (vectors left out: an empty array). Resuming from the last id seen continues the scan
-        where it stopped."""
-        literal = after.replace("\\", "\\\\").replace('"', '\\"')
+    def document_ids(self, collection: str, batch_size: int = 5000) -> list[str]:
+        """Every document id in the collection, sorted (one per document, however many
+        chunks it has)."""
+        found = {str(row["id"]) for row in self._drain(collection, "", ["id"], batch_size)}
+        return sorted(found)
+
+    def _drain(
+        self, collection: str, where: str, fields: list[str], batch_size: int = 1000
+    ) -> list[dict[str, Any]]:
+        """Every row matching ``where``, through a query iterator (no 16,384-row cap)."""
         iterator = self._call(
             "scan",
             lambda client: client.query_iterator(
                 collection,
                 batch_size=batch_size,
-                filter=f'id > "{literal}"',
-                output_fields=["id", "text", "metadata"],
+                filter=where,
+                output_fields=fields,
                 consistency_level="Strong",
             ),
         )
+        rows: list[dict[str, Any]] = []
         try:
             while batch := self._call("scan", lambda _: iterator.next()):
-                batch = sorted(batch, key=lambda row: row["id"])
-                yield Rows(
-                    ids=[row["id"] for row in batch],
-                    texts=[row["text"] for row in batch],
-                    metadata=[row.get("metadata") or {} for row in batch],
-                    vectors=np.empty((len(batch), 0), dtype=np.float32),
-                )
+                rows += batch
         finally:
             with contextlib.suppress(Exception):
                 iterator.close()
+        return rows
+
+    def rows_of(self, collection: str, ids: Sequence[str]) -> Rows:
+        """Every stored row of these documents, without vectors (an empty array); in the texts
+        layout one row per id, chunk 0."""
+        layout = self.layout(collection)
+        fields = ["id", "text", "metadata"]
+        if layout == "documents":
+            fields += list(_CHUNK_FIELDS)
+        found: list[dict[str, Any]] = []
+        for start in range(0, len(ids), 1000):
+            where = "id in [" + ", ".join(_literal(i) for i in ids[start : start + 1000]) + "]"
+            found += self._drain(collection, where, fields)
+        found.sort(key=lambda row: (row["id"], row.get("chunk", 0)))
+        return Rows(
+            ids=[str(row["id"]) for row in found],
+            texts=[row["text"] for row in found],
+            metadata=[row.get("metadata") or {} for row in found],
+            vectors=np.empty((len(found), 0), dtype=np.float32),
+            chunks=[int(row.get("chunk", 0)) for row in found],
+            starts=[int(row.get("start", 0)) for row in found],
+            ends=[int(row.get("end", len(row["text"]))) for row in found],
+            versions=[float(row["version"]) for row in found] if layout == "documents" else (),
+        )
 
     def count(self, collection: str) -> int:
         def run(client: Any) -> int:

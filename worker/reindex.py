@@ -1,17 +1,21 @@
-"""``embedq reindex``: re-embed every text of a collection with another model, into another
-collection, through the same queues as any ingest.
+"""``embedq reindex``: re-embed every document of a collection with another model, into
+another collection, through the same queues as any ingest.
 
-The source collection is read in id order, a page at a time; each page is queued as a job for
-the target model's workers, with its ids and metadata, so the target ends up with the same
-rows. The last id queued and the jobs still running are kept in Redis: an interrupted reindex
-started again continues after that id (a page queued twice is harmless, upserts are by id). At
+The source's document ids are read first, then the documents a page at a time, in id order;
+each page is queued as jobs for the target model's workers, with ids, metadata and versions, so
+the target ends up with the same documents. A document of several chunks is put back together
+from its chunks' offsets (the whitespace between chunks, which chunking drops, becomes spaces)
+and chunked again by the target model's tokenizer; a one-chunk document goes as a plain text.
+The last id queued and the jobs still running are kept in Redis: an interrupted reindex started
+again continues after that id (a page queued twice is harmless: a document replaces itself). At
 most a few pages are in flight at once, so a large collection never floods the queue.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -27,6 +31,7 @@ from producer.job import Job
 from producer.producer import EmbeddingProducer
 from producer.records import Record, check_one
 from worker.milvus import MilvusStore
+from worker.store import Rows
 
 __all__ = ["ReindexResult", "reindex"]
 
@@ -149,25 +154,33 @@ def _run(
 
     refused: list[str] = []
     limits = producer.settings.batch
-    for rows in store.scan(source_name, after=cursor, batch_size=page_size):
+    ids = [doc for doc in store.document_ids(source_name) if doc > cursor]
+    for start in range(0, len(ids), page_size):
         while len(pending) >= in_flight:
             settle(pending.pop(0))
-        # Each row on its own: one these settings refuse (a text longer than this producer
+        page = ids[start : start + page_size]
+        # Each document on its own: one these settings refuse (larger than this producer
         # allows, say) is reported, and the rest of its page still goes.
-        records: list[Record] = []
-        for text, row_id, meta in zip(rows.texts, rows.ids, rows.metadata, strict=True):
+        texts: list[Record] = []
+        documents: list[Record] = []
+        for doc, (text, meta, version, chunks) in _documents(store.rows_of(source_name, page)):
             try:
-                records.append(check_one(text, row_id, meta, limits))
+                record = check_one(text, doc, meta, limits, version)
             except InvalidInputError as exc:
                 rejected += 1
                 if len(refused) < _MAX_REFUSED:
-                    refused.append(f"{row_id}: {exc}")
+                    refused.append(f"{doc}: {exc}")
+                continue
+            (documents if chunks > 1 else texts).append(record)
         pipe = client.pipeline()
-        if records:
-            job = producer.submit_records(records, collection=target_name, model=model_name)
-            pipe.rpush(f"{key}:jobs", job.id)
-            pending.append(job)
-        pipe.hset(key, mapping={"cursor": rows.ids[-1], "rejected": rejected})
+        for records, as_documents in ((texts, False), (documents, True)):
+            if records:
+                job = producer.submit_records(
+                    records, collection=target_name, model=model_name, documents=as_documents
+                )
+                pipe.rpush(f"{key}:jobs", job.id)
+                pending.append(job)
+        pipe.hset(key, mapping={"cursor": page[-1], "rejected": rejected})
         pipe.execute()
     while pending:
         settle(pending.pop(0))
@@ -183,6 +196,29 @@ def _run(
         resumed_after=cursor,
         refused=tuple(refused),
     )
+
+
+def _documents(rows: Rows) -> Iterator[tuple[str, tuple[str, dict[str, Any], float | None, int]]]:
+    """Each document of ``rows`` (sorted by id, then chunk): its text put back together from
+    its chunks' offsets, its metadata, version (None in the texts layout) and chunk count."""
+    start = 0
+    while start < len(rows):
+        doc = rows.ids[start]
+        stop = start
+        while stop < len(rows) and rows.ids[stop] == doc:
+            stop += 1
+        text: list[str] = []
+        at = 0
+        for i in range(start, stop):
+            begin, piece = rows.starts[i], rows.texts[i]
+            if begin > at:
+                text.append(" " * (begin - at))  # whitespace dropped between chunks
+            # chunks may overlap: keep only what is past the text so far
+            text.append(piece[max(0, at - begin) :])
+            at = max(at, begin + len(piece))
+        version = rows.versions[start] if rows.versions else None
+        yield doc, ("".join(text), rows.metadata[start], version, stop - start)
+        start = stop
 
 
 def _text(value: object) -> str:

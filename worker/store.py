@@ -26,7 +26,6 @@ __all__ = [
     "InMemoryStore",
     "Layout",
     "Rows",
-    "StoredChunk",
     "VectorStore",
     "check_binding",
 ]
@@ -73,16 +72,6 @@ class Rows:
         )
 
 
-@dataclass(frozen=True)
-class StoredChunk:
-    """Which operation wrote a stored row: enough to decide whether it is out of date."""
-
-    pk: str
-    id: str
-    version: float
-    seq: int
-
-
 class VectorStore(Protocol):
     """A vector database holding chunk rows per collection."""
 
@@ -93,10 +82,6 @@ class VectorStore(Protocol):
 
     def upsert(self, collection: str, rows: Rows) -> int:
         """Insert or overwrite rows by primary key; returns how many were written."""
-        ...
-
-    def chunks_of(self, collection: str, ids: Sequence[str]) -> list[StoredChunk]:
-        """Every stored row of these documents, read after every acknowledged write."""
         ...
 
     def delete(self, collection: str, pks: Sequence[str]) -> None:
@@ -182,15 +167,6 @@ class InMemoryStore:
             else:
                 table.rows[key] = row
         return len(rows)
-
-    def chunks_of(self, collection: str, ids: Sequence[str]) -> list[StoredChunk]:
-        wanted = set(ids)
-        table = self.collections[collection]
-        return [
-            StoredChunk(pk, row.id, row.version, row.seq)
-            for pk, row in table.rows.items()
-            if row.id in wanted
-        ]
 
     def delete(self, collection: str, pks: Sequence[str]) -> None:
         table = self.collections[collection]
