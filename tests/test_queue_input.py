@@ -135,7 +135,7 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
         "ids and texts of different lengths",
         {"body": [[], {"batch": batch(texts=["a", "b"], ids=["1"])}, {}], "serializer": "json"},
         "invalid-message",
-        "1 ids for 2 texts",
+        "1 ids for 2 items",
     ),
     (
         "more texts than one message may carry",
