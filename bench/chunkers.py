@@ -20,7 +20,7 @@ import re
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydoc_data.topics import topics
 
@@ -51,8 +51,7 @@ def semchunk_split(count: Callable[[str], int]) -> Split:
     chunker = chunkerify(count, TOKENS)
 
     def split(text: str) -> tuple[list[str], list[tuple[int, int]]]:
-        pieces, offsets = chunker(text, offsets=True)
-        return list(pieces), [(int(a), int(b)) for a, b in offsets]
+        return cast("tuple[list[str], list[tuple[int, int]]]", chunker(text, offsets=True))
 
     return split
 
@@ -60,7 +59,8 @@ def semchunk_split(count: Callable[[str], int]) -> Split:
 def chonkie_split(count: Callable[[str], int]) -> Split:
     from chonkie import RecursiveChunker
 
-    chunker = RecursiveChunker(tokenizer=count, chunk_size=TOKENS)
+    # chonkie counts with any callable, as semchunk does (its type hints name tokenizers only)
+    chunker = RecursiveChunker(tokenizer=cast("Any", count), chunk_size=TOKENS)
 
     def split(text: str) -> tuple[list[str], list[tuple[int, int]]]:
         chunks = chunker.chunk(text)

@@ -257,7 +257,7 @@ class ChunkSettings(BaseModel):
         256, ge=8, le=8192, description="most tokens in a chunk (at most the model's max_length)"
     )
     overlap: int = Field(
-        32, ge=0, description="tokens of the previous chunk repeated at the start of the next"
+        0, ge=0, description="tokens of the previous chunk repeated at the start of the next"
     )
 
     @model_validator(mode="after")
@@ -311,6 +311,12 @@ class WorkerSettings(BaseModel):
         0.0,
         ge=0,
         description="test-only fault point: seconds a node sleeps after taking a message",
+    )
+    pause_before_write: float = Field(
+        0.0,
+        ge=0,
+        description="test-only fault point: seconds a worker sleeps between claiming "
+        "documents and writing their chunks",
     )
     coalesce_texts: int | None = Field(
         None,

@@ -258,3 +258,41 @@ def test_history_of_random_operations_with_faults_on_a_milvus_server(
     server_stack: Stack,
 ) -> None:
     run_history(server_stack)
+
+
+def test_a_write_overtaken_between_its_claim_and_its_write_removes_its_own_rows(
+    lite_stack: Stack,
+) -> None:
+    """The race the history rarely hits, made certain: a slow worker claims version 1 and
+    writes it only after a second worker has claimed version 2, written it and deleted what
+    version 1 had (nothing, yet). Version 1's rows must not survive."""
+    stack = lite_stack
+    slow = stack.start_worker(
+        "slow", concurrency=1, EMBEDQ_WORKER__PAUSE_BEFORE_WRITE="6", **CHUNKS
+    )
+    collection = unique("race")
+    with EmbeddingProducer(stack.settings()) as producer:
+        first = producer.submit_documents(
+            [{"id": "d", "text": text_for(random.Random(1), "one"), "version": 1}],
+            collection=collection,
+        )
+        wait_until(lambda: b"job_id" not in slow.output() and _holds(stack), 30, "the claim")
+        time.sleep(1)  # the slow worker has claimed and is paused before writing
+        stack.start_worker("fast", concurrency=1, **CHUNKS)
+        second = producer.submit_documents(
+            [{"id": "d", "text": "version two", "version": 2}], collection=collection
+        )
+        states = stack.wait_finished([first.id, second.id], timeout=120)
+    assert all(s.ok for s in states)
+    rows = stored_rows(stack, collection)
+    assert [(r["id"], r["text"]) for r in rows] == [("d", "version two")]
+
+
+def _holds(stack: Stack) -> bool:
+    import redis
+
+    client = redis.Redis(port=stack.redis_port)
+    try:
+        return bool(client.hlen("unacked"))
+    finally:
+        client.close()

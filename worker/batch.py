@@ -166,6 +166,7 @@ class Embedder:
         register: Register,
         limits: BatchSettings,
         max_length: int | None,
+        pause_before_write: float = 0.0,
     ) -> None:
         self.encoder = encoder
         self.chunker = chunker
@@ -173,6 +174,9 @@ class Embedder:
         self.register = register
         self.limits = limits
         self.max_length = max_length
+        #: Test-only fault point (EMBEDQ_WORKER__PAUSE_BEFORE_WRITE): a worker slowed between
+        #: its claims and its writes, so that a newer operation overtakes it.
+        self.pause_before_write = pause_before_write
 
     # -- the whole batch ------------------------------------------------------------------
 
@@ -304,6 +308,8 @@ class Embedder:
                 writing = None
             for collection, group in _by_collection(kept).items():
                 self._claim(collection, group)
+            if self.pause_before_write:
+                time.sleep(self.pause_before_write)
             live = [op for op in kept if op.claim is not Claim.STALE]
             for op in kept:
                 if op.claim is Claim.STALE:

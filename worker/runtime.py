@@ -93,7 +93,13 @@ def open_runtime(settings: Settings) -> Runtime:
                     settings.chunks.overlap,
                 )
                 embedders[model.name] = Embedder(
-                    encoder, chunker, store, register, settings.batch, model.max_length
+                    encoder,
+                    chunker,
+                    store,
+                    register,
+                    settings.batch,
+                    model.max_length,
+                    settings.worker.pause_before_write,
                 )
                 log.info(
                     "loaded model %s (dim %d) in %.2fs",
