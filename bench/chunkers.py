@@ -20,9 +20,8 @@ import re
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
-
 from pydoc_data.topics import topics
+from typing import Any, cast
 
 __all__ = ["main", "measure"]
 

@@ -223,6 +223,12 @@ class BatchSettings(BaseModel):
     """How the producer cuts input into queue messages, and what one text may be."""
 
     size: int = Field(256, ge=1, le=10_000, description="texts or documents per queue message")
+    max_bytes: int = Field(
+        1024 * 1024,
+        ge=16 * 1024,
+        description="a queue message is also cut at this many bytes of texts, so that long "
+        "documents spread over the workers (a larger document travels alone)",
+    )
     max_document_bytes: int = Field(
         10 * 1024 * 1024,
         ge=1024,

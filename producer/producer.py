@@ -175,7 +175,8 @@ class EmbeddingProducer:
         return records
 
     def _max_bytes(self) -> int:
-        # The worker refuses bodies over its limit: leave room for the envelope.
+        """The most one queue message may carry: the worker refuses bodies over its limit
+        (room left for the envelope)."""
         limit = self.settings.worker.max_message_bytes
         return limit - min(64 * 1024, limit // 8)
 
@@ -209,7 +210,8 @@ class EmbeddingProducer:
     ) -> Job:
         name, model_name = self.target(collection, model)
         size = self.settings.batch.size
-        writes = (("write", chunk) for chunk in batches(records, size, self._max_bytes()))
+        cut = min(self.settings.batch.max_bytes, self._max_bytes())
+        writes = (("write", chunk) for chunk in batches(records, size, cut, self._max_bytes()))
         removals = (("delete", list(deletes[i : i + size])) for i in range(0, len(deletes), size))
         chunks: Iterator[tuple[str, list[Any]]] = itertools.chain(writes, removals)
         first = next(chunks, None)

@@ -213,13 +213,17 @@ def check_weight(record: Record, max_bytes: int) -> int:
     return weight
 
 
-def batches(records: Iterable[Record], size: int, max_bytes: int) -> Iterator[list[Record]]:
+def batches(
+    records: Iterable[Record], size: int, max_bytes: int, most: int | None = None
+) -> Iterator[list[Record]]:
     """Cut records into batches of at most ``size`` items and ``max_bytes`` of JSON, measured
-    as the queue serialises it (ASCII-escaped: an emoji weighs 12 bytes, not 4)."""
+    as the queue serialises it (ASCII-escaped: an emoji weighs 12 bytes, not 4). A record
+    heavier than ``max_bytes`` goes alone, if it is at most ``most`` (one message's limit)."""
     chunk: list[Record] = []
     used = 0
     for record in records:
-        weight = check_weight(record, max_bytes)
+        # A record over the cut still travels, alone, if a message can carry it at all.
+        weight = check_weight(record, max_bytes if most is None else max(most, max_bytes))
         if chunk and (len(chunk) >= size or used + weight > max_bytes):
             yield chunk
             chunk, used = [], 0

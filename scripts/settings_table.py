@@ -1,6 +1,7 @@
-"""Print the README's settings table from the settings models (`--write` updates README.md).
+"""Print the settings table from the settings models (`--write` updates
+docs/configuration.md).
 
-The README test compares its table with this output, so the documented variables and defaults
+A test compares the page's table with this output, so the documented variables and defaults
 cannot drift from the code.
 """
 
@@ -46,7 +47,10 @@ def table() -> str:
     return "\n".join(lines)
 
 
-def readme_with_table(readme: str) -> str:
+PAGE = ROOT / "docs" / "configuration.md"
+
+
+def page_with_table(readme: str) -> str:
     head, _, rest = readme.partition(START)
     _, _, tail = rest.partition(END)
     return f"{head}{START}\n{table()}\n{END}{tail}"
@@ -54,7 +58,6 @@ def readme_with_table(readme: str) -> str:
 
 if __name__ == "__main__":
     if "--write" in sys.argv:
-        path = ROOT / "README.md"
-        path.write_text(readme_with_table(path.read_text()))
+        PAGE.write_text(page_with_table(PAGE.read_text()))
     else:
         print(table())

@@ -33,12 +33,16 @@ if TYPE_CHECKING:
 __all__ = ["CachedStaticModel", "WordCache"]
 #: Longer chunks (a URL, a hash) are tokenized every time rather than kept.
 _LONGEST_KEPT = 64
+#: ... but their token counts are kept up to this length.
+_LONGEST_COUNTED = 1024
 
 # The only characters that always separate chunks (clean_text removes other control
 # characters, which would join the chunks around them).
 _SEPARATORS = re.compile(r"[ \t\n\r]+")
 # ASCII whitespace str.split would split at but clean_text removes.
 _REMOVED_SPACE = re.compile(r"[\x0b\x0c\x1c-\x1f]")
+# Any whitespace str.split would split at other than the separators (re's \s is str.isspace).
+_OTHER_SPACE = re.compile(r"[^\S \t\n\r]")
 
 
 def _has_space(content: str) -> bool:
@@ -57,6 +61,8 @@ class WordCache:
         self._added = tuple(c.lower() for c in contents) if lowercase else tuple(contents)
         self._size = size
         self._known: dict[str, list[int]] = {}
+        #: The same chunks' token counts, for :meth:`count`.
+        self._lengths: dict[str, int] = {}
 
     @classmethod
     def for_tokenizer(
@@ -119,15 +125,20 @@ class WordCache:
     def count(self, text: str) -> int:
         """How many ids :meth:`ids` gives ``text`` when the tokenizer does not truncate."""
         chunks = self._chunks(text)
-        known = self._known
         if chunks is None:
             return len(self._whole([text])[0])
+        lengths = self._lengths
         try:
-            return sum(map(len, map(known.__getitem__, chunks)))
+            return sum(map(lengths.__getitem__, chunks))
         except KeyError:
-            fresh = self._tokenize({c for c in chunks if c not in known})
-            self._keep(fresh, None)
-            return sum(len(fresh[c]) if c in fresh else len(known[c]) for c in chunks)
+            pass
+        fresh = self._tokenize({c for c in chunks if c not in lengths})
+        self._keep(fresh, None)
+        total = 0
+        for chunk in chunks:
+            found = lengths.get(chunk)
+            total += len(fresh[chunk]) if found is None else found
+        return total
 
     def _chunks(self, text: str) -> list[str] | None:
         plain = text.isascii()
@@ -142,6 +153,9 @@ class WordCache:
         elif any(added in text for added in self._added):
             return None
         if plain and (text.isprintable() or not _REMOVED_SPACE.search(text)):
+            return text.split()
+        if not _OTHER_SPACE.search(text):
+            # str.split splits at exactly the separators when there is no other whitespace.
             return text.split()
         return [chunk for chunk in _SEPARATORS.split(text) if chunk]
 
@@ -159,12 +173,20 @@ class WordCache:
             for c, ids in fresh.items()
             if len(c) <= _LONGEST_KEPT and (limit is None or len(ids) < limit)
         ]
-        if len(self._known) + len(keep) > self._size:
-            # Started over rather than LRU bookkeeping on every lookup; a new dict, so that a
-            # call reading the old one on another thread still finds what it saw there.
+        # Counts are small: those of longer chunks (a URL) are kept too.
+        counts = [
+            (c, len(ids))
+            for c, ids in fresh.items()
+            if len(c) <= _LONGEST_COUNTED and (limit is None or len(ids) < limit)
+        ]
+        if len(self._known) + len(keep) > self._size or len(self._lengths) > 2 * self._size:
+            # Started over rather than LRU bookkeeping on every lookup; new dicts, so that a
+            # call reading the old ones on another thread still finds what it saw there.
             self._known = dict(keep[: self._size])
+            self._lengths = dict(counts[: self._size])
         else:
             self._known.update(keep)
+            self._lengths.update(counts)
 
     def _whole(self, texts: Sequence[str]) -> list[list[int]]:
         encodings = self._tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)
