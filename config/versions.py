@@ -34,6 +34,23 @@ redis.call('SET', KEYS[1], string.format('%.0f', first + tonumber(ARGV[1]) - 1))
 return string.format('%.0f', first)
 """
 
+# KEYS: the sequence counter, the batch's record; ARGV: how many numbers, the record's TTL.
+# The numbers of a batch that came without any (contract 1): drawn once, then the same.
+_FOR = """
+local held = redis.call('GET', KEYS[2])
+if held then return held end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local last = tonumber(redis.call('GET', KEYS[1]) or '0')
+local first = math.max(now, last + 1)
+redis.call('SET', KEYS[1], string.format('%.0f', first + tonumber(ARGV[1]) - 1))
+redis.call('SET', KEYS[2], string.format('%.0f', first), 'EX', ARGV[2])
+return string.format('%.0f', first)
+"""
+
+#: How long a batch's numbers are kept (a week, as job records by default).
+_FOR_TTL = 7 * 24 * 3600
+
 # A document's entry: "<version> <seq> <chunks>", then ";<seq> <chunks>" per pending operation.
 _PARSE = """
 local function parse(held)
@@ -65,10 +82,10 @@ for a = 1, #ARGV, 4 do
     pending = rest
     if version > hv or (version == hv and seq > hs) then
       status = 1
-      pending[#pending + 1] = rs .. ' ' .. hn
+      pending[#pending + 1] = rs .. ' ' .. string.format('%d', hn)
     elseif version == hv and seq == hs then
       status = 2
-      entry = rv .. ' ' .. rs .. ' ' .. math.max(hn, tonumber(chunks))
+      entry = rv .. ' ' .. rs .. ' ' .. string.format('%d', math.max(hn, tonumber(chunks)))
     else
       status = 3
     end
@@ -101,7 +118,7 @@ while a <= #ARGV do
   local held = redis.call('HGET', KEYS[1], doc)
   if held then
     local hv, hs, hn, rv, rs, pending = parse(held)
-    local value = rv .. ' ' .. rs .. ' ' .. hn
+    local value = rv .. ' ' .. rs .. ' ' .. string.format('%d', hn)
     for _, p in ipairs(pending) do
       if not gone[string.match(p, '^(%S+)')] then value = value .. ';' .. p end
     end
@@ -162,12 +179,17 @@ class VersionRegister:
     def __init__(self, client: redis.Redis) -> None:
         self._redis = client
         self._next = client.register_script(_NEXT)
+        self._for = client.register_script(_FOR)
         self._claim = client.register_script(_CLAIM)
         self._settle = client.register_script(_SETTLE)
 
     def next_seqs(self, count: int) -> int:
         """The first of ``count`` fresh sequence numbers, greater than every one before."""
         return int(self._next(keys=[_SEQ_KEY], args=[count]))
+
+    def seqs_for(self, name: str, count: int) -> int:
+        """:meth:`next_seqs` for the batch called ``name``, the same numbers on every call."""
+        return int(self._for(keys=[_SEQ_KEY, f"embedq:seqs:{name}"], args=[count, _FOR_TTL]))
 
     def claim(self, collection: str, ops: Sequence[tuple[str, OrderKey, int]]) -> list[Claimed]:
         """Claim each ``(document id, order key, chunk count)``, atomically and in order."""

@@ -42,12 +42,18 @@ class MemoryRegister:
     def __init__(self) -> None:
         #: (collection, document) -> (order key, chunks, pending operations)
         self.held: dict[tuple[str, str], tuple[OrderKey, int, list[Written]]] = {}
+        self.named: dict[str, int] = {}
         self._seq = 0
 
     def next_seqs(self, count: int) -> int:
         first = self._seq + 1
         self._seq += count
         return first
+
+    def seqs_for(self, name: str, count: int) -> int:
+        if name not in self.named:
+            self.named[name] = self.next_seqs(count)
+        return self.named[name]
 
     def claim(self, collection: str, ops: Sequence[tuple[str, OrderKey, int]]) -> list[Claimed]:
         out: list[Claimed] = []

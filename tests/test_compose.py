@@ -31,8 +31,8 @@ def test_images_are_pinned() -> None:
 
 
 def test_every_embedq_variable_is_a_setting() -> None:
-    readme = (ROOT / "README.md").read_text()
-    documented = set(re.findall(r"`(EMBEDQ_[A-Z_]+)`", readme))
+    page = (ROOT / "docs" / "configuration.md").read_text()
+    documented = set(re.findall(r"`(EMBEDQ_[A-Z_]+)`", page))
     for name, service in compose()["services"].items():
         for variable in service.get("environment") or {}:
             if variable.startswith("EMBEDQ_"):

@@ -237,6 +237,10 @@ def run_history(stack: Stack) -> None:
     assert counts["missing"] == counts["stale"] == counts["orphan"] == counts["doubled"] == 0
     assert counts["documents"] > 0 and counts["deleted"] > 0
     assert b"recovered" in node.output()  # the killed process's batch went back
+    # One hit per document, whether the server groups (Lite, Milvus >= 2.4) or not (2.3)
+    with EmbeddingProducer(stack.settings()) as producer:
+        best = producer.search("river stone garden", k=20, collection=collection, per_document=True)
+    assert len(best) == 20 and len({hit.id for hit in best}) == 20
 
 
 @pytest.fixture

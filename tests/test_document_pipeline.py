@@ -23,13 +23,17 @@ def rows_of(servers: Servers, collection: str, doc: str) -> list[dict[str, Any]]
     client = milvus_client(servers.milvus_uri)
     try:
         literal = doc.replace("\\", "\\\\").replace('"', '\\"')
-        rows = client.query(
+        iterator = client.query_iterator(
             collection,
+            batch_size=5000,
             filter=f'id == "{literal}"',
             output_fields=["id", "chunk", "start", "end", "version", "seq", "text", "metadata"],
-            limit=16_384,
             consistency_level="Strong",
         )
+        rows: list[dict[str, Any]] = []
+        while page := iterator.next():
+            rows += page
+        iterator.close()
     finally:
         client.close()
     return sorted(rows, key=lambda row: row["chunk"])
@@ -175,3 +179,20 @@ def test_embedq_delete_on_the_command_line(
         timeout=60,
     )
     assert refused.returncode != 0 and "no ids to delete" in refused.stderr
+
+
+def test_a_document_at_the_size_limit_is_stored_whole(
+    servers: Servers, worker: Service, settings: Settings
+) -> None:
+    # Python's help, repeated to just under EMBEDQ_BATCH__MAX_DOCUMENT_BYTES (10 MB)
+    unit = "\n\n".join(topics.values())
+    limit = settings.batch.max_document_bytes
+    text = (unit * (limit // len(unit.encode()) + 1)).encode()[:limit].decode(errors="ignore")
+    collection = unique("big")
+    with EmbeddingProducer(settings) as producer:
+        status = producer.submit_documents([{"id": "big", "text": text}], collection=collection)
+        done = status.wait(timeout=600)
+    rows = rows_of(servers, collection, "big")
+    assert done.ok and done.chunks_stored == len(rows) > 1000
+    assert rows[-1]["end"] >= len(text.rstrip())  # nothing cut off at the end
+    assert all(text[r["start"] : r["end"]] == r["text"] for r in rows[:: len(rows) // 50])

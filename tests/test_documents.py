@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from config.contract import BatchMessage, SearchMessage
-from config.errors import StoreUnavailableError
+from config.errors import StoreRejectedError, StoreUnavailableError
 from config.versions import Claim, Claimed, OrderKey
 from tests.fakes import HashEncoder, MemoryRegister, make_embedder
 from worker.store import InMemoryStore, Rows
@@ -20,7 +20,7 @@ def words(n: int, tag: str = "w") -> str:
 
 
 def docs(
-    texts: dict[str, str], seq: int, versions: list[Any] | None = None, **fields: Any
+    texts: dict[str, str], seq: int | None, versions: list[Any] | None = None, **fields: Any
 ) -> BatchMessage:
     body: dict[str, Any] = {
         "job_id": "j",
@@ -164,6 +164,61 @@ def test_a_stale_operation_removes_rows_an_earlier_attempt_of_its_own_wrote() ->
     register.settle("c", [("d", [1])])
     outcome = embedder.run([message])[0]  # the redelivery finds itself stale
     assert outcome.superseded == 1 and store.count("c") == 0
+
+
+def test_a_rejected_later_operation_does_not_hide_a_valid_earlier_one_in_its_group() -> None:
+    class ZeroForGibberish(HashEncoder):
+        def encode(self, texts: Any) -> Any:
+            vectors = super().encode(texts)
+            vectors[[i for i, t in enumerate(texts) if t == "qqq"]] = 0
+            return vectors
+
+    store = InMemoryStore()
+    embedder = make_embedder(ZeroForGibberish(), store)
+    embedder.run([docs({"d": "old"}, seq=1)])
+    outcomes = embedder.run([docs({"d": "new text"}, seq=5), docs({"d": "qqq"}, seq=6)])
+    assert chunk_texts(store, "d") == ["new text"]
+    assert outcomes[0].stored == 1 and "zero vector" in outcomes[1].rejected[0]
+
+
+def test_one_message_delivered_twice_into_one_group_is_applied_once() -> None:
+    store = InMemoryStore()
+    embedder = make_embedder(store=store)
+    message = docs({"d": words(20), "e": "short"}, seq=3)
+    outcomes = embedder.run([message, message])
+    assert [o.stored for o in outcomes] == [2, 2] and [o.superseded for o in outcomes] == [0, 0]
+    assert len(chunk_texts(store, "d")) == 3 and chunk_texts(store, "e") == ["short"]
+
+
+def test_a_message_without_sequence_numbers_gets_the_same_ones_on_every_attempt() -> None:
+    # Contract 1 messages carry no seq: a redelivery must not look like a new operation.
+    store, register = InMemoryStore(), MemoryRegister()
+    embedder = make_embedder(store=store, register=register)
+    message = docs({"d": words(20)}, seq=None)
+    embedder.run([message])
+    register.overtake("c", "d", OrderKey(10_000, 10_000))  # a newer write, rows still coming
+    register.settle("c", [("d", [1])])
+    embedder.run([message])  # the redelivery is stale and removes what it wrote
+    assert store.count("c") == 0
+
+
+def test_a_failed_part_still_removes_what_the_written_parts_replaced() -> None:
+    class RefusesSecondWrite(InMemoryStore):
+        writes = 0
+
+        def upsert(self, collection: str, rows: Rows) -> int:
+            self.writes += 1
+            if self.writes == 4:  # the second part of the second message
+                raise StoreRejectedError("Milvus refused it")
+            return super().upsert(collection, rows)
+
+    store = RefusesSecondWrite()
+    embedder = make_embedder(store=store)
+    embedder.run([docs({"a": words(600), "b": "old b"}, seq=1)])
+    with pytest.raises(StoreRejectedError):
+        embedder.run([docs({"a": words(600, "n"), "b": words(600, "m")}, seq=10)])
+    # a's new version landed: its old chunks are gone, not kept beside the new ones
+    assert {row.seq for row in store.documents("c")["a"]} == {10}
 
 
 def test_a_store_failure_after_the_claim_is_finished_by_the_retry() -> None:

@@ -29,11 +29,12 @@ arrive wins.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -52,7 +53,7 @@ from config.contract import (
 from config.errors import InvalidInputError, ModelMismatchError, StoreUnavailableError
 from config.settings import BatchSettings
 from config.versions import Claim, Claimed, OrderKey, Written
-from worker.chunker import Chunker, Span
+from worker.chunker import Chunker, Span, fit_bytes
 from worker.encoder import Encoder, Vectors
 from worker.store import Rows, VectorStore
 
@@ -63,6 +64,7 @@ class Register(Protocol):
     """The version register (:class:`config.versions.VersionRegister` on Redis)."""
 
     def next_seqs(self, count: int) -> int: ...
+    def seqs_for(self, name: str, count: int) -> int: ...
     def claim(self, collection: str, ops: Sequence[tuple[str, OrderKey, int]]) -> list[Claimed]: ...
     def settle(self, collection: str, done: Sequence[tuple[str, Sequence[int]]]) -> None: ...
     def latest(self, collection: str, docs: Sequence[str]) -> list[OrderKey | None]: ...
@@ -137,6 +139,10 @@ class _Op:
     #: vectors are in the block its part was encoded into.
     written: list[int] = field(default_factory=list)
     rows: list[int] = field(default_factory=list)
+    #: Its rows are written (its part's upsert returned).
+    landed: bool = False
+    #: The same operation delivered twice in one group (same document and seq): the first.
+    twin: _Op | None = None
 
     @property
     def claim(self) -> Claim | None:
@@ -202,27 +208,36 @@ class Embedder:
         return outcomes
 
     def _apply(self, ops: list[_Op], outcomes: list[BatchOutcome]) -> tuple[float, float]:
-        live, superseded = _latest_per_document(ops)
-        writes = [op for op in live if op.spans is not None]
-        deletes = [op for op in live if op.spans is None]
-        timing = self._write(writes, outcomes)
+        ops, twins = _distinct(ops)
+        writes = [op for op in ops if op.spans is not None]
+        deletes = [op for op in ops if op.spans is None]
+        try:
+            timing = self._write(writes, outcomes)
+        except Exception:
+            # The batch fails (and is retried, or dead-lettered if Milvus refuses it): what the
+            # parts written so far replaced goes now, as it would have had the rest gone well.
+            landed = [op for op in writes if op.landed]
+            with contextlib.suppress(Exception):
+                self._clean_up(landed)
+                self._recheck(landed)
+            raise
         for collection, group in _by_collection(deletes).items():
             self._claim(collection, group)
-        self._clean_up(live, superseded)
+        self._clean_up(ops)
         self._recheck(writes)
-        replaced = {id(op) for op in superseded}
-        for op in superseded + live:
-            outcome = outcomes[op.message]
-            if op.item in outcome.rejected:
+        for op in ops + twins:
+            outcome, first = outcomes[op.message], op.twin or op
+            if first.item in outcomes[first.message].rejected:
+                outcome.rejected[op.item] = outcomes[first.message].rejected[first.item]
                 continue
             outcome.stored += 1
-            if op.claim is Claim.STALE or id(op) in replaced:
+            if first.claim is Claim.STALE:
                 outcome.superseded += 1
-            elif op.spans is None:
+            elif first.spans is None:
                 outcome.deleted += 1
             else:
-                outcome.chunks += len(op.written)
-                outcome.truncated += op.truncated
+                outcome.chunks += len(first.written)
+                outcome.truncated += first.truncated
         return timing
 
     # -- checking -------------------------------------------------------------------------
@@ -236,7 +251,10 @@ class Embedder:
 
     def _ops(self, m: int, message: BatchMessage, outcomes: list[BatchOutcome]) -> Iterator[_Op]:
         outcome = outcomes[m]
-        seq = message.seq if message.seq is not None else self.register.next_seqs(message.size)
+        seq = message.seq
+        if seq is None:
+            # Contract 1 carried none: the batch gets its numbers once, the same on every attempt.
+            seq = self.register.seqs_for(f"{message.job_id}:{message.batch}", message.size)
         seen: dict[str, int] = {}
         found: dict[int, _Op] = {}
         for i in range(message.size):
@@ -272,7 +290,7 @@ class Embedder:
         if message.documents:
             op.spans = self.chunker.split(text)
         elif limit is None or self.chunker.fits(text, limit):
-            op.spans = [Span(0, len(text), text)]
+            op.spans = fit_bytes(Span(0, len(text), text))
         elif message.overlong == "chunk":
             op.spans = self.chunker.split(text)
         elif message.overlong == "truncate":
@@ -336,24 +354,26 @@ class Embedder:
             started = time.perf_counter()
             for collection, batch in batches:
                 self.store.upsert(collection, batch)
+            for op in ops:
+                op.landed = True
             return time.perf_counter() - started
 
         return write
 
     # -- converging -----------------------------------------------------------------------
 
-    def _clean_up(self, live: list[_Op], superseded: list[_Op]) -> None:
+    def _clean_up(self, ops: list[_Op]) -> None:
         """Step 1 and 3 of the module's protocol: delete the rows of the operations each live
-        one replaced (then settle them in the register), and rows that a stale or superseded
-        operation may have written in an earlier attempt of its own."""
-        for collection, group in _by_collection(live + superseded).items():
+        one replaced (then settle them in the register), and rows that a stale operation may
+        have written in an earlier attempt of its own."""
+        for collection, group in _by_collection(ops).items():
             doomed: list[str] = []
             settled: list[tuple[str, list[int]]] = []
             for op in group:
-                if op.claimed is None or op.claim is Claim.STALE:
-                    # Superseded in this group (never claimed), or stale: only its own rows.
-                    if op.claimed is not None or op in superseded:
-                        doomed += op.own_pks()
+                if op.claimed is None:
+                    continue  # rejected before it claimed: it wrote nothing
+                if op.claim is Claim.STALE:
+                    doomed += op.own_pks()
                     continue
                 pending = [w for w in op.claimed.pending if w.seq != op.key.seq]
                 doomed += [pk for w in pending for pk in _pks(op.doc, w)]
@@ -480,17 +500,22 @@ def _keep_known(part: list[_Op], vectors: Vectors, outcomes: list[BatchOutcome])
     return kept
 
 
-def _latest_per_document(ops: list[_Op]) -> tuple[list[_Op], list[_Op]]:
-    """Split a group's operations into the latest per document (which claim) and the ones a
-    later operation in the same group replaces (which only clean up after themselves)."""
-    best: dict[tuple[str, str], _Op] = {}
+def _distinct(ops: list[_Op]) -> tuple[list[_Op], list[_Op]]:
+    """The operations of a group, each once: a message delivered twice into one group (a
+    redelivery beside its retry) carries the same operations twice; the second copies are
+    returned apart, each pointing at its first. Operations of one document with different keys
+    all go ahead: the register orders them."""
+    first: dict[tuple[str, str, int], _Op] = {}
+    unique: list[_Op] = []
+    twins: list[_Op] = []
     for op in ops:
-        held = best.get((op.collection, op.doc))
-        if held is None or op.key > held.key:
-            best[(op.collection, op.doc)] = op
-    live = list(best.values())
-    chosen = {id(op) for op in live}
-    return live, [op for op in ops if id(op) not in chosen]
+        held = first.setdefault((op.collection, op.doc, op.key.seq), op)
+        if held is op:
+            unique.append(op)
+        else:
+            op.twin = held
+            twins.append(op)
+    return unique, twins
 
 
 def _parts(ops: list[_Op], size: int) -> Iterator[list[_Op]]:
@@ -546,15 +571,22 @@ def _chunk_rows(ops: list[_Op], vectors: Vectors) -> Rows:
 def _finished(writing: Future[float]) -> float:
     """The seconds of a write, waited for. Interrupted while the write still runs (Celery's
     soft time limit arrives as an exception in the waiting thread), it is Milvus being slow,
-    as when the upsert ran on the task's own thread: a transient error, retried."""
+    as when the upsert ran on the task's own thread: a transient error, retried. The write is
+    given a little longer first, so that it rarely lands after the retry has begun."""
     try:
         return writing.result()
     except Exception as exc:
         if writing.done():
             raise  # the write's own error
+        wait([writing], timeout=_LATE_WRITE_SECONDS)
         raise StoreUnavailableError(
             f"a write to Milvus had not finished when the task was interrupted ({exc!r})"
         ) from exc
+
+
+#: How long an interrupted task still waits for its write (well inside the time between
+#: Celery's soft and hard limits).
+_LATE_WRITE_SECONDS = 10.0
 
 
 def _in_background(write: Callable[[], float]) -> Future[float]:

@@ -22,7 +22,7 @@ from config.models import DEFAULT_WORD_CACHE
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
-__all__ = ["Chunker", "Span", "token_counter"]
+__all__ = ["Chunker", "Span", "fit_bytes", "token_counter"]
 
 #: A prefix this many characters per token long holds the first ``limit`` tokens of nearly any
 #: text (English averages under 5); cutting a longer run keeps less, never more.
@@ -73,14 +73,14 @@ class Chunker:
     def split(self, text: str) -> list[Span]:
         """The chunks of ``text``, in order; a text that fits is one chunk, itself."""
         if len(text) <= self.tokens or self.count(text) <= self.tokens:
-            return [Span(0, len(text), text)]
+            return fit_bytes(Span(0, len(text), text))
         pieces, offsets = cast(
             "tuple[list[str], list[tuple[int, int]]]",
             self._chunk(text, offsets=True, overlap=self.overlap or None),
         )
         spans: list[Span] = []
         for piece, (start, end) in zip(pieces, offsets, strict=True):
-            spans += _fit_bytes(Span(start, end, piece))
+            spans += fit_bytes(Span(start, end, piece))
         return spans
 
     def fits(self, text: str, limit: int) -> bool:
@@ -91,17 +91,19 @@ class Chunker:
     def cut(self, text: str, limit: int) -> Span:
         """The longest start of ``text`` (ending at a word boundary where possible) of at most
         ``limit`` tokens: what a model reading ``limit`` tokens reads of it."""
-        # Only the start matters: chunking a long text whole would cost its every token.
-        head = text[: limit * _CHARS_PER_TOKEN_BOUND]
+        # Only the start matters: chunking a long text whole would cost its every token. The
+        # model skips leading whitespace; so does the cut.
+        start = len(text) - len(text.lstrip())
+        head = text[start : start + limit * _CHARS_PER_TOKEN_BOUND]
         cutter = self._cutters.get(limit)
         if cutter is None:
             cutter = self._cutters[limit] = chunkerify(self.count, limit)
         _, offsets = cast("tuple[list[str], list[tuple[int, int]]]", cutter(head, offsets=True))
-        end = offsets[0][1]
-        return _fit_bytes(Span(0, end, text[:end]))[0]
+        end = start + (offsets[0][1] if offsets else len(head))
+        return fit_bytes(Span(start, end, text[start:end]))[0]
 
 
-def _fit_bytes(span: Span) -> list[Span]:
+def fit_bytes(span: Span) -> list[Span]:
     """Split a span whose text is over Milvus's VARCHAR limit (a run of characters the
     tokenizer reads as a few unknown tokens can be), by characters."""
     if len(span.text) * 4 <= MAX_CHUNK_BYTES or len(span.text.encode()) <= MAX_CHUNK_BYTES:

@@ -327,22 +327,36 @@ class MilvusStore:
             fields = ["text", "metadata"]
             if layout == "documents":
                 fields += ["id", *_CHUNK_FIELDS]
-            options: dict[str, Any] = {}
-            if per_document and layout == "documents":
-                # One hit per document: its best chunk (Milvus's grouping search).
-                options["group_by_field"] = "id"
-            results = client.search(
-                collection,
-                data=[vector.reshape(-1)],
-                limit=k,
-                filter=filter,
-                output_fields=fields,
-                search_params={"metric_type": self._settings.metric_type},
-                consistency_level=self._settings.consistency_level,
-                timeout=self._settings.timeout,
-                **options,
-            )
-            return [_hit(hit, layout) for hit in results[0]]
+            grouped = per_document and layout == "documents"
+
+            def nearest(limit: int, group: bool) -> list[Hit]:
+                # One hit per document is Milvus's grouping search (servers from 2.4).
+                options = {"group_by_field": "id"} if group else {}
+                results = client.search(
+                    collection,
+                    data=[vector.reshape(-1)],
+                    limit=limit,
+                    filter=filter,
+                    output_fields=fields,
+                    search_params={"metric_type": self._settings.metric_type},
+                    consistency_level=self._settings.consistency_level,
+                    timeout=self._settings.timeout,
+                    **options,
+                )
+                return [_hit(hit, layout) for hit in results[0]]
+
+            hits = nearest(k, grouped)
+            if not grouped:
+                return hits
+            best = _best_per_document(hits)
+            # A server without grouping search (Milvus 2.3) answers with every chunk: take
+            # more and keep each document's best.
+            limit = k
+            while len(best) < len(hits) and len(best) < k and limit < _GROUPING_LIMIT:
+                limit = min(limit * 4, _GROUPING_LIMIT)
+                hits = nearest(limit, False)
+                best = _best_per_document(hits)
+            return best[:k]
 
         try:
             return self._call("search", run)
@@ -423,6 +437,21 @@ class MilvusStore:
             return int(result[0]["count(*)"])
 
         return self._call("count", run)
+
+
+#: The most chunks a search without server-side grouping reads to find ``k`` documents.
+_GROUPING_LIMIT = 16_384
+
+
+def _best_per_document(hits: list[Hit]) -> list[Hit]:
+    """Each document's first (best) hit, in order."""
+    seen: set[str] = set()
+    best = []
+    for hit in hits:
+        if hit.id not in seen:
+            seen.add(hit.id)
+            best.append(hit)
+    return best
 
 
 def _hit(hit: dict[str, Any], layout: Layout) -> Hit:
