@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
@@ -53,6 +54,23 @@ from producer.records import (
 )
 
 __all__ = ["Document", "EmbeddingProducer", "Record"]
+
+
+def _id_batches(
+    deletes: Sequence[tuple[str, float | None]], size: int, max_bytes: int
+) -> Iterator[list[tuple[str, float | None]]]:
+    """Ids to delete in batches of at most ``size`` and about ``max_bytes`` (as queued)."""
+    chunk: list[tuple[str, float | None]] = []
+    used = 0
+    for item in deletes:
+        weight = len(json.dumps(item[0])) + 32
+        if chunk and (len(chunk) >= size or used + weight > max_bytes):
+            yield chunk
+            chunk, used = [], 0
+        chunk.append(item)
+        used += weight
+    if chunk:
+        yield chunk
 
 
 def _with_id(record: Record) -> Record:
@@ -181,9 +199,13 @@ class EmbeddingProducer:
         return limit - min(64 * 1024, limit // 8)
 
     def _check_weights(self, records: list[Record]) -> None:
-        limit = self._max_bytes()
         for record in records:
-            check_weight(record, limit)
+            self.check_weight(record)
+
+    def check_weight(self, record: Record) -> None:
+        """Raise :class:`InvalidInputError` when no queue message can carry ``record`` (a
+        file reader checks each record with this before anything is queued)."""
+        check_weight(record, self._max_bytes())
 
     def submit_records(
         self,
@@ -212,7 +234,7 @@ class EmbeddingProducer:
         size = self.settings.batch.size
         cut = min(self.settings.batch.max_bytes, self._max_bytes())
         writes = (("write", chunk) for chunk in batches(records, size, cut, self._max_bytes()))
-        removals = (("delete", list(deletes[i : i + size])) for i in range(0, len(deletes), size))
+        removals = (("delete", chunk) for chunk in _id_batches(deletes, size, cut))
         chunks: Iterator[tuple[str, list[Any]]] = itertools.chain(writes, removals)
         first = next(chunks, None)
         if first is None:

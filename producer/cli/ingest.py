@@ -40,6 +40,10 @@ def ingest(producer: EmbeddingProducer, args: argparse.Namespace) -> int:
                     raise InvalidInputError(
                         f"line {record.line}: a document needs an id (field {args.id_field!r})"
                     )
+                try:
+                    producer.check_weight(checked)
+                except InvalidInputError as exc:
+                    raise InvalidInputError(f"line {record.line}: {exc}") from None
                 yield checked
             except InvalidInputError as exc:
                 yield exc
