@@ -173,6 +173,7 @@ class Embedder:
         limits: BatchSettings,
         max_length: int | None,
         pause_before_write: float = 0.0,
+        late_write: float = 0.0,
     ) -> None:
         self.encoder = encoder
         self.chunker = chunker
@@ -183,6 +184,10 @@ class Embedder:
         #: Test-only fault point (EMBEDQ_WORKER__PAUSE_BEFORE_WRITE): a worker slowed between
         #: its claims and its writes, so that a newer operation overtakes it.
         self.pause_before_write = pause_before_write
+        #: How long a task interrupted by its soft time limit still waits for a write it
+        #: started (half the time left before the hard limit), so that the write rarely lands
+        #: after the retry's clean-up.
+        self.late_write = late_write
 
     # -- the whole batch ------------------------------------------------------------------
 
@@ -322,7 +327,7 @@ class Embedder:
             encode_seconds += time.perf_counter() - started
             kept = _keep_known(part, vectors, outcomes)
             if writing is not None:
-                upsert_seconds += _finished(writing)
+                upsert_seconds += _finished(writing, self.late_write)
                 writing = None
             for collection, group in _by_collection(kept).items():
                 self._claim(collection, group)
@@ -568,25 +573,20 @@ def _chunk_rows(ops: list[_Op], vectors: Vectors) -> Rows:
     )
 
 
-def _finished(writing: Future[float]) -> float:
+def _finished(writing: Future[float], late: float) -> float:
     """The seconds of a write, waited for. Interrupted while the write still runs (Celery's
     soft time limit arrives as an exception in the waiting thread), it is Milvus being slow,
     as when the upsert ran on the task's own thread: a transient error, retried. The write is
-    given a little longer first, so that it rarely lands after the retry has begun."""
+    given ``late`` seconds more first, so that it rarely lands after the retry has begun."""
     try:
         return writing.result()
     except Exception as exc:
         if writing.done():
             raise  # the write's own error
-        wait([writing], timeout=_LATE_WRITE_SECONDS)
+        wait([writing], timeout=late)
         raise StoreUnavailableError(
             f"a write to Milvus had not finished when the task was interrupted ({exc!r})"
         ) from exc
-
-
-#: How long an interrupted task still waits for its write (well inside the time between
-#: Celery's soft and hard limits).
-_LATE_WRITE_SECONDS = 10.0
 
 
 def _in_background(write: Callable[[], float]) -> Future[float]:

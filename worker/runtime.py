@@ -100,6 +100,7 @@ def open_runtime(settings: Settings) -> Runtime:
                     settings.batch,
                     model.max_length,
                     settings.worker.pause_before_write,
+                    (settings.worker.time_limit - settings.worker.soft_time_limit) / 2,
                 )
                 log.info(
                     "loaded model %s (dim %d) in %.2fs",
