@@ -424,6 +424,24 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]
         pipe = super()._remove_from_indices(delivery_tag, pipe)
         return forget(pipe, self.channel.embedq_node, [delivery_tag])
 
+    def restore_unacked_once(self, stderr: Any = None) -> Any:
+        """kombu gives unacknowledged messages back when a channel closes. After a lost broker
+        connection, Celery may close the channel once the transport has already dropped its
+        connection (``client`` None): kombu then fails building a Redis pool, and the worker
+        dies of it ("Unrecoverable error: AttributeError ... 'hostname'"). Those messages stay
+        recorded as held by this node, and the node's lease tick gives back any its processes
+        no longer know (``restore_orphans``), so here they are left to it."""
+        try:
+            return super().restore_unacked_once(stderr)
+        except AttributeError:
+            if getattr(self.channel.connection, "client", None) is not None:
+                raise
+            log.warning(
+                "broker connection already closed: unacknowledged messages stay held by this "
+                "node and are given back by its lease tick"
+            )
+            return None
+
 
 class Channel(kombu_redis.Channel):  # type: ignore[misc]
     """kombu's Redis channel with an atomic take (see the module's docstring)."""
