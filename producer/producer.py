@@ -51,26 +51,10 @@ from producer.records import (
     check_ids,
     check_items,
     check_weight,
+    cut,
 )
 
 __all__ = ["Document", "EmbeddingProducer", "Record"]
-
-
-def _id_batches(
-    deletes: Sequence[tuple[str, float | None]], size: int, max_bytes: int
-) -> Iterator[list[tuple[str, float | None]]]:
-    """Ids to delete in batches of at most ``size`` and about ``max_bytes`` (as queued)."""
-    chunk: list[tuple[str, float | None]] = []
-    used = 0
-    for item in deletes:
-        weight = len(json.dumps(item[0])) + 32
-        if chunk and (len(chunk) >= size or used + weight > max_bytes):
-            yield chunk
-            chunk, used = [], 0
-        chunk.append(item)
-        used += weight
-    if chunk:
-        yield chunk
 
 
 def _with_id(record: Record) -> Record:
@@ -232,9 +216,12 @@ class EmbeddingProducer:
     ) -> Job:
         name, model_name = self.target(collection, model)
         size = self.settings.batch.size
-        cut = min(self.settings.batch.max_bytes, self._max_bytes())
-        writes = (("write", chunk) for chunk in batches(records, size, cut, self._max_bytes()))
-        removals = (("delete", chunk) for chunk in _id_batches(deletes, size, cut))
+        most = min(self.settings.batch.max_bytes, self._max_bytes())
+        writes = (("write", chunk) for chunk in batches(records, size, most, self._max_bytes()))
+        removals = (
+            ("delete", chunk)
+            for chunk in cut(deletes, size, most, lambda item: len(json.dumps(item[0])) + 32)
+        )
         chunks: Iterator[tuple[str, list[Any]]] = itertools.chain(writes, removals)
         first = next(chunks, None)
         if first is None:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple, TypeVar
 
 from config.contract import Document, check_id, check_metadata, check_text, check_version
 from config.errors import InvalidInputError
@@ -18,7 +18,11 @@ __all__ = [
     "check_items",
     "check_one",
     "check_weight",
+    "cut",
 ]
+
+
+T = TypeVar("T")
 
 
 class Record(NamedTuple):
@@ -219,15 +223,23 @@ def batches(
     """Cut records into batches of at most ``size`` items and ``max_bytes`` of JSON, measured
     as the queue serialises it (ASCII-escaped: an emoji weighs 12 bytes, not 4). A record
     heavier than ``max_bytes`` goes alone, if it is at most ``most`` (one message's limit)."""
-    chunk: list[Record] = []
+    limit = max_bytes if most is None else max(most, max_bytes)
+    return cut(records, size, max_bytes, lambda record: check_weight(record, limit))
+
+
+def cut(
+    items: Iterable[T], size: int, max_bytes: int, weigh: Callable[[T], int]
+) -> Iterator[list[T]]:
+    """Consecutive batches of at most ``size`` items and about ``max_bytes`` (by ``weigh``);
+    an item heavier than ``max_bytes`` goes alone. Streams: one batch in memory at a time."""
+    chunk: list[T] = []
     used = 0
-    for record in records:
-        # A record over the cut still travels, alone, if a message can carry it at all.
-        weight = check_weight(record, max_bytes if most is None else max(most, max_bytes))
+    for item in items:
+        weight = weigh(item)
         if chunk and (len(chunk) >= size or used + weight > max_bytes):
             yield chunk
             chunk, used = [], 0
-        chunk.append(record)
+        chunk.append(item)
         used += weight
     if chunk:
         yield chunk
