@@ -50,7 +50,12 @@ from config.contract import (
     check_version,
     derive_id,
 )
-from config.errors import InvalidInputError, ModelMismatchError, StoreUnavailableError
+from config.errors import (
+    InvalidInputError,
+    ModelMismatchError,
+    StoreRejectedError,
+    StoreUnavailableError,
+)
 from config.settings import BatchSettings
 from config.versions import Claim, Claimed, OrderKey, Written
 from worker.chunker import Chunker, Span, fit_bytes
@@ -218,9 +223,10 @@ class Embedder:
         deletes = [op for op in ops if op.spans is None]
         try:
             timing = self._write(writes, outcomes)
-        except Exception:
-            # The batch fails (and is retried, or dead-lettered if Milvus refuses it): what the
+        except StoreRejectedError:
+            # Milvus refused a part for good (the batch goes to the dead letters): what the
             # parts written so far replaced goes now, as it would have had the rest gone well.
+            # A transient failure is left to the retry, which finishes all of it.
             landed = [op for op in writes if op.landed]
             with contextlib.suppress(Exception):
                 self._clean_up(landed)
