@@ -189,33 +189,39 @@ class MilvusStore:
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=model.dim)
         schema.add_field("text", DataType.VARCHAR, max_length=MAX_CHUNK_BYTES)
         schema.add_field("metadata", DataType.JSON)
+        properties = dict(zip(_PROPS, _binding_values(model), strict=True))
+        try:
+            # An inverted index on the document id, where the server has one (Milvus Lite,
+            # servers from 2.4), so that finding a document's rows never scans the collection.
+            self._create_with(client, collection, schema, properties, id_index=True)
+        except Exception as exc:
+            if client.has_collection(collection):
+                raise
+            log.info("collection %s: no index on the document id (%s)", collection, exc)
+            self._create_with(client, collection, schema, properties, id_index=False)
+        log.info("created collection %s for model %s (dim %d)", collection, model.name, model.dim)
+
+    def _create_with(
+        self,
+        client: Any,
+        collection: str,
+        schema: Any,
+        properties: dict[str, str],
+        id_index: bool,
+    ) -> None:
         index = client.prepare_index_params()
         index.add_index(
             field_name="vector", index_type="AUTOINDEX", metric_type=self._settings.metric_type
         )
+        if id_index:
+            index.add_index(field_name="id", index_type="INVERTED")
         client.create_collection(
             collection,
             schema=schema,
             index_params=index,
             consistency_level=self._settings.consistency_level,
-            properties=dict(zip(_PROPS, _binding_values(model), strict=True)),
+            properties=properties,
         )
-        self._index_ids(client, collection)
-        log.info("created collection %s for model %s (dim %d)", collection, model.name, model.dim)
-
-    def _index_ids(self, client: Any, collection: str) -> None:
-        """An index on the document id, so that replacing or deleting a document finds its
-        rows without scanning the collection. Servers without scalar indexes of this kind
-        (Milvus 2.3 has none for VARCHAR fields of this sort) scan instead."""
-        index = client.prepare_index_params()
-        index.add_index(field_name="id", index_type="INVERTED")
-        try:
-            client.release_collection(collection)
-            client.create_index(collection, index)
-        except Exception as exc:
-            log.info("collection %s: no index on the document id (%s)", collection, exc)
-        finally:
-            client.load_collection(collection)
 
     def _binding(self, client: Any, collection: str) -> tuple[ModelInfo, Layout]:
         described = client.describe_collection(collection)
