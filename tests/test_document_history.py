@@ -24,7 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
+from config.broker import HELD_PREFIX
 from producer import EmbeddingProducer
 from tests.conftest import unique
 from tests.stack import REAL_MILVUS, Stack, kill, running, wait_until
@@ -184,6 +186,19 @@ def check(stack: Stack, collection: str, model: Model) -> dict[str, int]:
     return counts
 
 
+def held_pids(stack: Stack) -> set[int]:
+    """The processes holding a message now, from the broker's held records."""
+    client = redis.Redis.from_url(stack.redis_url)
+    try:
+        return {
+            int(record.split(b" ", 1)[0])
+            for key in client.scan_iter(HELD_PREFIX + "*")
+            for record in client.hvals(key)
+        }
+    finally:
+        client.close()
+
+
 def run_history(stack: Stack) -> None:
     node = stack.start_worker("history", concurrency=2, **CHUNKS)
     collection = unique("history")
@@ -215,9 +230,15 @@ def run_history(stack: Stack) -> None:
         t.start()
     # A third of the way: a worker process dies mid-batch.
     wait_until(lambda: submitted >= total // 3, 600, "a third of the operations")
-    pool = child_pids(node.pid)
-    assert pool, "the node has no pool processes"
-    os.kill(pool[0], signal.SIGKILL)
+    # The victim is a pool process holding a message, so that there is a batch to recover.
+    victim: list[int] = []
+
+    def busy_process() -> bool:
+        victim[:] = sorted(set(child_pids(node.pid)) & held_pids(stack))[:1]
+        return bool(victim)
+
+    wait_until(busy_process, 120, "a pool process holding a message")
+    os.kill(victim[0], signal.SIGKILL)
     # Two thirds: the Milvus server is killed and started again.
     wait_until(lambda: submitted >= 2 * total // 3, 600, "two thirds of the operations")
     assert stack.store is not None
