@@ -12,9 +12,10 @@ COPY pyproject.toml README.md ./
 COPY config ./config
 COPY producer ./producer
 COPY worker ./worker
+COPY embedq ./embedq
 RUN pip install '.[worker,monitor]' \
     && useradd --create-home --uid 10001 embedq
 
 USER embedq
-# Same command as the README's: `embedq worker` = `celery -A worker worker` with embedq's queues.
+# Same command as the README's: `embedq worker` = `celery -A embedq.worker worker` with embedq's queues.
 CMD ["embedq", "worker"]

@@ -11,8 +11,8 @@ from pathlib import Path
 from bench.plan import DEFAULT_OUT, FULL, QUICK, Plan
 from bench.report import add_findings, plot, table, write_json
 from bench.suite import run
-from config.models import model_name_for
-from config.settings import BUNDLED_MODEL
+from embedq.config.models import model_name_for
+from embedq.config.settings import BUNDLED_MODEL
 
 
 def _ints(text: str) -> tuple[int, ...]:

@@ -37,9 +37,9 @@ def documents() -> list[str]:
 
 
 def counter() -> Callable[[str], int]:
-    from config.settings import load_settings
-    from worker.chunker import token_counter
-    from worker.encoder import load_static_model
+    from embedq.config.settings import load_settings
+    from embedq.worker.chunker import token_counter
+    from embedq.worker.encoder import load_static_model
 
     return token_counter(load_static_model(load_settings().model).tokenizer)
 

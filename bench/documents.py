@@ -29,13 +29,13 @@ from pydoc_data.topics import topics
 from typing import Any
 
 from bench.stack import Stack, cpu_seconds
-from config.settings import load_settings
-from producer import EmbeddingProducer
-from worker.batch import row_key
-from worker.chunker import Chunker, Span, token_counter
-from worker.encoder import Model2VecEncoder, Vectors
-from worker.milvus import send_upsert, upsert_request
-from worker.store import Rows
+from embedq.config.settings import load_settings
+from embedq.producer import EmbeddingProducer
+from embedq.worker.batch import row_key
+from embedq.worker.chunker import Chunker, Span, token_counter
+from embedq.worker.encoder import Model2VecEncoder, Vectors
+from embedq.worker.milvus import send_upsert, upsert_request
+from embedq.worker.store import Rows
 
 __all__ = ["corpus", "main"]
 

@@ -9,7 +9,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from worker.services import find_redis_server
+from embedq.stack.services import find_redis_server
 
 __all__ = ["machine", "versions"]
 

@@ -18,10 +18,10 @@ import numpy as np
 
 from bench.corpus import Corpus
 from bench.stack import Stack, cpu_seconds
-from producer import EmbeddingProducer
-from worker.encoder import ModelInfo, Vectors
-from worker.milvus import send_upsert, upsert_request
-from worker.store import Rows
+from embedq.producer import EmbeddingProducer
+from embedq.worker.encoder import ModelInfo, Vectors
+from embedq.worker.milvus import send_upsert, upsert_request
+from embedq.worker.store import Rows
 
 __all__ = [
     "EmbedqRun",

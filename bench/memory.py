@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.stack import Stack
-from worker.services import child_pids
+from embedq.stack.services import child_pids
 
 __all__ = ["IngestMemory", "PoolMemory", "dir_size", "ingest_peak_rss", "pool_memory", "rss_mb"]
 
@@ -128,7 +128,7 @@ def ingest_peak_rss(stack: Stack, path: Path, texts: int, collection: str) -> In
     /proc could miss a short peak)."""
     report = stack.root / f"ingest-{texts}.rusage.json"
     argv = [sys.executable, "-c", _LAUNCHER, str(report)]
-    argv += [sys.executable, "-m", "producer.cli", "ingest", str(path)]
+    argv += [sys.executable, "-m", "embedq", "ingest", str(path)]
     argv += ["--collection", collection, "--quiet"]
     log = stack.root / "logs" / f"ingest-{texts}.log"
     started = time.perf_counter()

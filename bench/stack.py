@@ -13,12 +13,10 @@ from types import TracebackType
 from typing import Any
 
 from bench.corpus import ROOT
-from config.celeryconfig import make_celery
-from config.contract import embed_queue, search_queue
-from config.settings import Settings, load_settings
-from worker.encoder import ModelInfo
-from worker.milvus import MilvusStore
-from worker.services import (
+from embedq.config.celeryconfig import make_celery
+from embedq.config.contract import embed_queue, search_queue
+from embedq.config.settings import Settings, load_settings
+from embedq.stack.services import (
     MILVUS_LITE_STOP_SIGNAL,
     Service,
     child_pids,
@@ -28,6 +26,8 @@ from worker.services import (
     wait_for_port,
     worker_command,
 )
+from embedq.worker.encoder import ModelInfo
+from embedq.worker.milvus import MilvusStore
 
 __all__ = ["Stack", "cpu_seconds"]
 
@@ -195,7 +195,7 @@ class Stack:
         """One-text batches until every pool process has stored one: a process opens its
         Milvus connection (and imports pymilvus) on its first batch, about a second that the
         seed path, whose client is connected before its clock starts, never pays either."""
-        from producer import EmbeddingProducer
+        from embedq.producer import EmbeddingProducer
 
         self.create_collection(collection, model)
         with EmbeddingProducer(self.settings(batch_size=1)) as producer:

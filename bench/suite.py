@@ -29,8 +29,8 @@ from bench.memory import dir_size, ingest_peak_rss, pool_memory
 from bench.plan import Plan
 from bench.stack import Stack
 from bench.take import compare as compare_takes
-from config.settings import ModelSettings
-from worker.encoder import Model2VecEncoder, ModelInfo, load_static_model, resolve_source
+from embedq.config.settings import ModelSettings
+from embedq.worker.encoder import Model2VecEncoder, ModelInfo, load_static_model, resolve_source
 
 __all__ = ["SCHEMA", "run"]
 
@@ -227,7 +227,7 @@ def run(plan: Plan, say: Say, keep: bool = False) -> dict[str, Any]:
             # Diagnostic, not embedq's result: the same ingest with a flush after each batch,
             # what workers do against a plain Milvus Lite server (EMBEDQ_MILVUS__FLUSH=auto
             # there), whose unflushed writes a crash can lose; embedq's own Lite server needs
-            # none (worker/lite_server.py).
+            # none (embedq/stack/lite_server.py).
             say(f"diagnostic: short, {most} worker(s), batch {biggest}, flush after each batch")
             stack.start_workers(most, EMBEDQ_MILVUS__FLUSH="always")
             stack.warm_up("warmup_flush", info, batches=2 * most)

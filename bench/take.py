@@ -21,8 +21,8 @@ from bench.corpus import Corpus
 from bench.measure import embedq_ingest, small_jobs
 from bench.plan import DEFAULT_OUT, FULL
 from bench.stack import Stack
-from config.settings import BUNDLED_MODEL, ModelSettings
-from worker.encoder import Model2VecEncoder, ModelInfo, load_static_model
+from embedq.config.settings import BUNDLED_MODEL, ModelSettings
+from embedq.worker.encoder import Model2VecEncoder, ModelInfo, load_static_model
 
 __all__ = ["compare"]
 

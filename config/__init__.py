@@ -3,8 +3,8 @@
 Light on purpose: nothing here imports model2vec or pymilvus.
 """
 
-from config.celeryconfig import celery_config, make_celery
-from config.contract import (
+from embedq.config.celeryconfig import celery_config, make_celery
+from embedq.config.contract import (
     TASK_EMBED,
     TASK_SEARCH,
     BatchMessage,
@@ -14,7 +14,7 @@ from config.contract import (
     embed_queue,
     search_queue,
 )
-from config.errors import (
+from embedq.config.errors import (
     BrokerUnavailableError,
     ConfigError,
     EmbedqError,
@@ -29,8 +29,8 @@ from config.errors import (
     StoreUnavailableError,
     TransientError,
 )
-from config.jobs import JobStatus, JobTracker
-from config.settings import KNOWN_MODELS, Settings, load_settings
+from embedq.config.jobs import JobStatus, JobTracker
+from embedq.config.settings import KNOWN_MODELS, Settings, load_settings
 
 __all__ = [
     "KNOWN_MODELS",

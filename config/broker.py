@@ -42,7 +42,7 @@ from kombu.utils.encoding import bytes_to_str as _bytes_to_str
 from kombu.utils.json import dumps as _dumps
 from kombu.utils.json import loads as _loads
 
-from config.deadletters import DeadLetters
+from embedq.config.deadletters import DeadLetters
 
 __all__ = [
     "BELL_PREFIX",

@@ -6,9 +6,9 @@ from typing import Any
 
 from celery import Celery
 
-from config.connections import tls_options
-from config.contract import TASK_EMBED, TASK_SEARCH, embed_queue, search_queue
-from config.settings import Settings
+from embedq.config.connections import tls_options
+from embedq.config.contract import TASK_EMBED, TASK_SEARCH, embed_queue, search_queue
+from embedq.config.settings import Settings
 
 __all__ = ["celery_config", "make_celery"]
 

@@ -9,7 +9,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from config.settings import RedisSettings
+from embedq.config.settings import RedisSettings
 
 __all__ = ["CERT_REQS", "redis_client", "tls_options"]
 

@@ -16,9 +16,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from config.errors import InvalidInputError
-from config.names import COLLECTION_NAME, COLLECTION_RULE
-from config.settings import BatchSettings, Settings
+from embedq.config.errors import InvalidInputError
+from embedq.config.names import COLLECTION_NAME, COLLECTION_RULE
+from embedq.config.settings import BatchSettings, Settings
 
 __all__ = [
     "CONTRACT_VERSION",

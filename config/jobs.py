@@ -17,7 +17,7 @@ from typing import Any, cast
 
 import redis
 
-from config.errors import BrokerUnavailableError, JobFailedError, JobNotFoundError
+from embedq.config.errors import BrokerUnavailableError, JobFailedError, JobNotFoundError
 
 __all__ = ["COUNTERS", "JobStatus", "JobTracker"]
 

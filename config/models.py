@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from config.names import model_name
+from embedq.config.names import model_name
 
 __all__ = [
     "BUNDLED_MODEL",

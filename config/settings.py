@@ -15,8 +15,8 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from config.errors import ConfigError
-from config.models import (
+from embedq.config.errors import ConfigError
+from embedq.config.models import (
     BUNDLED_MODEL,
     DEFAULT_MODEL,
     KNOWN_MODELS,
@@ -24,7 +24,7 @@ from config.models import (
     ModelSettings,
     builtin_models,
 )
-from config.names import COLLECTION_NAME, COLLECTION_RULE, model_name
+from embedq.config.names import COLLECTION_NAME, COLLECTION_RULE, model_name
 
 __all__ = [
     "BUNDLED_MODEL",

@@ -9,7 +9,7 @@ page's value and the default) works the same; so does a local folder such as
 Run: .venv/bin/python docs/seed_example.py
 """
 
-from worker.embedding import Model2VecEmbeddingFunction
+from embedq.worker.embedding import Model2VecEmbeddingFunction
 
 model2vec_ef = Model2VecEmbeddingFunction(
     model_source="bundled",  # or 'minishlab/potion-base-8M', or a local directory

@@ -3,9 +3,9 @@
 Stays light: it talks to Redis only and never imports model2vec or pymilvus.
 """
 
-from config.contract import Document, Hit
-from config.jobs import JobStatus
-from producer.job import Job
-from producer.producer import EmbeddingProducer, Record
+from embedq.config.contract import Document, Hit
+from embedq.config.jobs import JobStatus
+from embedq.producer.job import Job
+from embedq.producer.producer import EmbeddingProducer, Record
 
 __all__ = ["Document", "EmbeddingProducer", "Hit", "Job", "JobStatus", "Record"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from config.errors import JobTimeoutError
-from config.jobs import JobStatus, JobTracker
+from embedq.config.errors import JobTimeoutError
+from embedq.config.jobs import JobStatus, JobTracker
 
 __all__ = ["Job"]
 

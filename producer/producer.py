@@ -19,9 +19,9 @@ from celery.exceptions import TimeoutError as CeleryTimeoutError
 from kombu.exceptions import OperationalError
 from pydantic import ValidationError
 
-from config.celeryconfig import make_celery
-from config.connections import redis_client
-from config.contract import (
+from embedq.config.celeryconfig import make_celery
+from embedq.config.connections import redis_client
+from embedq.config.contract import (
     TASK_EMBED,
     TASK_SEARCH,
     Document,
@@ -30,8 +30,8 @@ from config.contract import (
     embed_queue,
     search_queue,
 )
-from config.deadletters import DeadLetters
-from config.errors import (
+from embedq.config.deadletters import DeadLetters
+from embedq.config.errors import (
     BrokerUnavailableError,
     InvalidInputError,
     JobNotFoundError,
@@ -39,12 +39,12 @@ from config.errors import (
     ModelMismatchError,
     SearchError,
 )
-from config.jobs import JobTracker
-from config.registry import CollectionRegistry
-from config.settings import Settings, load_settings
-from config.versions import VersionRegister
-from producer.job import Job
-from producer.records import (
+from embedq.config.jobs import JobTracker
+from embedq.config.registry import CollectionRegistry
+from embedq.config.settings import Settings, load_settings
+from embedq.config.versions import VersionRegister
+from embedq.producer.job import Job
+from embedq.producer.records import (
     Record,
     batches,
     check_documents,

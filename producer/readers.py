@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from config.errors import InvalidInputError
-from config.settings import BatchSettings
-from producer.records import Record, check_one
+from embedq.config.errors import InvalidInputError
+from embedq.config.settings import BatchSettings
+from embedq.producer.records import Record, check_one
 
 __all__ = ["Format", "RawRecord", "check_record", "detect_format", "read_records"]
 

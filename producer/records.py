@@ -6,9 +6,9 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple, TypeVar
 
-from config.contract import Document, check_id, check_metadata, check_text, check_version
-from config.errors import InvalidInputError
-from config.settings import BatchSettings
+from embedq.config.contract import Document, check_id, check_metadata, check_text, check_version
+from embedq.config.errors import InvalidInputError
+from embedq.config.settings import BatchSettings
 
 __all__ = [
     "Record",

@@ -38,7 +38,7 @@ def free_or_default(default: int) -> int:
 
 def embedq(*args: str, env: dict[str, str]) -> None:
     print(f"\n$ embedq {' '.join(args)}", flush=True)
-    subprocess.run([sys.executable, "-m", "producer.cli", *args], env=env, cwd=ROOT, check=True)
+    subprocess.run([sys.executable, "-m", "embedq", *args], env=env, cwd=ROOT, check=True)
 
 
 def main() -> int:
@@ -55,7 +55,7 @@ def main() -> int:
     print(f"$ embedq standalone --data-dir {DATA}   (output in {log})", flush=True)
     with log.open("wb") as out:
         stack = subprocess.Popen(
-            [sys.executable, "-m", "producer.cli", "standalone", "--data-dir", str(DATA)],
+            [sys.executable, "-m", "embedq", "standalone", "--data-dir", str(DATA)],
             env=env,
             cwd=ROOT,
             stdout=out,

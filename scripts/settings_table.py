@@ -13,7 +13,7 @@ from typing import get_args, get_origin
 
 from pydantic import BaseModel
 
-from config.settings import ENV_PREFIX, Settings
+from embedq.config.settings import ENV_PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 START, END = "<!-- settings:start -->", "<!-- settings:end -->"

@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 import redis
 
-from config.celeryconfig import make_celery
-from config.contract import TASK_EMBED, embed_queue, search_queue
-from config.jobs import JobTracker
-from config.settings import Settings, load_settings
-from producer import Job
-from worker.services import (
+from embedq.config.celeryconfig import make_celery
+from embedq.config.contract import TASK_EMBED, embed_queue, search_queue
+from embedq.config.jobs import JobTracker
+from embedq.config.settings import Settings, load_settings
+from embedq.producer import Job
+from embedq.stack.services import (
     MILVUS_LITE_STOP_SIGNAL,
     Service,
     free_port,

@@ -7,12 +7,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from config.settings import BatchSettings
-from config.versions import Claim, Claimed, OrderKey, Written
-from worker.batch import Embedder
-from worker.chunker import Chunker
-from worker.encoder import Encoder, ModelInfo, Vectors
-from worker.store import InMemoryStore, VectorStore
+from embedq.config.settings import BatchSettings
+from embedq.config.versions import Claim, Claimed, OrderKey, Written
+from embedq.worker.batch import Embedder
+from embedq.worker.chunker import Chunker
+from embedq.worker.encoder import Encoder, ModelInfo, Vectors
+from embedq.worker.store import InMemoryStore, VectorStore
 
 
 class HashEncoder:

@@ -17,12 +17,11 @@ from typing import Any
 import pytest
 import redis
 
-from config.celeryconfig import make_celery
-from config.contract import embed_queue, search_queue
-from config.jobs import JobStatus, JobTracker
-from config.settings import Settings, load_settings
-from tests.conftest import ROOT, milvus_client, process_env
-from worker.services import (
+from embedq.config.celeryconfig import make_celery
+from embedq.config.contract import embed_queue, search_queue
+from embedq.config.jobs import JobStatus, JobTracker
+from embedq.config.settings import Settings, load_settings
+from embedq.stack.services import (
     MILVUS_LITE_STOP_SIGNAL,
     Service,
     free_port,
@@ -31,6 +30,7 @@ from worker.services import (
     wait_for_port,
     worker_command,
 )
+from tests.conftest import ROOT, milvus_client, process_env
 
 #: Short timeouts so that recovery happens within a test: redelivery after 25 s, retries at
 #: most 3 s apart and many of them, so that a store outage of a few seconds is ridden out.

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 import redis
 
-from config.contract import embed_queue
-from config.errors import EmbedqError, InvalidInputError, ModelMismatchError
-from config.registry import CollectionRegistry
-from config.settings import Settings
-from producer import EmbeddingProducer
+from embedq.config.contract import embed_queue
+from embedq.config.errors import EmbedqError, InvalidInputError, ModelMismatchError
+from embedq.config.registry import CollectionRegistry
+from embedq.config.settings import Settings
+from embedq.producer import EmbeddingProducer
 from tests.conftest import unique
 
 pytestmark = pytest.mark.integration

@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from config.contract import BatchMessage, SearchMessage, derive_id
-from config.errors import ModelMismatchError, StoreUnavailableError
+from embedq.config.contract import BatchMessage, SearchMessage, derive_id
+from embedq.config.errors import ModelMismatchError, StoreUnavailableError
+from embedq.worker.batch import BatchOutcome
+from embedq.worker.encoder import Encoder, ModelInfo
+from embedq.worker.store import InMemoryStore, VectorStore
 from tests.fakes import HashEncoder, make_embedder
-from worker.batch import BatchOutcome
-from worker.encoder import Encoder, ModelInfo
-from worker.store import InMemoryStore, VectorStore
 
 
 def message(**fields: Any) -> BatchMessage:

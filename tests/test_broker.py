@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import redis
 
-from config.broker import (
+from embedq.config.broker import (
     HOLDER_KEY,
     NODES_KEY,
     held_key,
@@ -27,7 +27,7 @@ from config.broker import (
     restore_dead_nodes,
     restore_orphans,
 )
-from config.deadletters import DeadLetters
+from embedq.config.deadletters import DeadLetters
 from tests.conftest import ROOT, unique
 
 pytestmark = pytest.mark.integration

@@ -3,11 +3,11 @@ retries, visibility timeout above the longest task."""
 
 from __future__ import annotations
 
-from config.celeryconfig import celery_config
-from config.contract import TASK_EMBED, TASK_SEARCH, embed_queue, search_queue
-from config.errors import InvalidMessageError, StoreUnavailableError
-from config.settings import load_settings
-from worker.application import create_app
+from embedq.config.celeryconfig import celery_config
+from embedq.config.contract import TASK_EMBED, TASK_SEARCH, embed_queue, search_queue
+from embedq.config.errors import InvalidMessageError, StoreUnavailableError
+from embedq.config.settings import load_settings
+from embedq.worker.application import create_app
 
 
 def test_delivery_is_at_least_once_and_json_only() -> None:

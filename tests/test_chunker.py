@@ -10,10 +10,10 @@ from pydoc_data.topics import topics
 import pytest
 from tokenizers import Tokenizer
 
-from config.contract import MAX_CHUNK_BYTES
-from config.settings import load_settings
-from worker.chunker import Chunker, token_counter
-from worker.encoder import load_static_model
+from embedq.config.contract import MAX_CHUNK_BYTES
+from embedq.config.settings import load_settings
+from embedq.worker.chunker import Chunker, token_counter
+from embedq.worker.encoder import load_static_model
 
 
 @cache

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from embedq.stack.services import Service
 from tests.conftest import CORPUS, ROOT, Servers, unique
-from worker.services import Service
 
 pytestmark = pytest.mark.integration
 
 
 def embedq(servers: Servers, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "producer.cli", *args],
+        [sys.executable, "-m", "embedq", *args],
         env=servers.env(),
         cwd=ROOT,
         capture_output=True,
@@ -102,7 +102,7 @@ def test_unknown_job_and_unreachable_redis_are_clear_errors(
     path.write_text("hello\n")
     env = servers.env(EMBEDQ_REDIS__URL="redis://127.0.0.1:1/0")
     down = subprocess.run(
-        [sys.executable, "-m", "producer.cli", "ingest", str(path)],
+        [sys.executable, "-m", "embedq", "ingest", str(path)],
         env=env, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert down.returncode == 3
@@ -113,7 +113,7 @@ def test_unknown_job_and_unreachable_redis_are_clear_errors(
 def test_bad_setting_is_reported_with_its_variable(servers: Servers) -> None:
     env = servers.env(EMBEDQ_BATCH__SIZE="0")
     result = subprocess.run(
-        [sys.executable, "-m", "producer.cli", "search", "x"],
+        [sys.executable, "-m", "embedq", "search", "x"],
         env=env, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert result.returncode == 2
@@ -125,12 +125,12 @@ def test_embedq_worker_is_the_celery_worker_with_embedq_queues(
 ) -> None:
     from celery import Celery
 
-    from worker.services import Service
+    from embedq.stack.services import Service
 
     node = unique("alias")
     service = Service(
         "alias-worker",
-        [sys.executable, "-m", "producer.cli", "worker", "--concurrency", "1", "-n", f"{node}@%h"],
+        [sys.executable, "-m", "embedq", "worker", "--concurrency", "1", "-n", f"{node}@%h"],
         tmp_path / "alias.log",
         env=servers.env(),
         cwd=ROOT,
@@ -160,13 +160,13 @@ def test_console_script_is_installed() -> None:
 
 
 def test_worker_logs_one_json_line_per_batch(servers: Servers, tmp_path: Path) -> None:
-    from config.settings import load_settings
-    from producer import EmbeddingProducer
+    from embedq.config.settings import load_settings
+    from embedq.producer import EmbeddingProducer
 
     model = unique("jsonlog")
     service = Service(
         "json-worker",
-        [sys.executable, "-m", "producer.cli", "worker", "--log-format", "json",
+        [sys.executable, "-m", "embedq", "worker", "--log-format", "json",
          "--concurrency", "1", "-n", f"{model}@%h"],
         tmp_path / "json.log",
         env=servers.env(EMBEDQ_MODEL__NAME=model, EMBEDQ_MODEL__SOURCE="bundled"),

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 import redis
 
-from config.celeryconfig import make_celery
-from config.contract import TASK_EMBED, TASK_SEARCH
-from config.settings import Settings
+from embedq.config.celeryconfig import make_celery
+from embedq.config.contract import TASK_EMBED, TASK_SEARCH
+from embedq.config.settings import Settings
+from embedq.worker.coalescer import Coalescer
 from tests.conftest import Servers, unique
-from worker.coalescer import Coalescer
 
 pytestmark = pytest.mark.integration
 

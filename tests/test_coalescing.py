@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from config.deadletters import DeadLetters
-from producer import EmbeddingProducer, Job
+from embedq.config.deadletters import DeadLetters
+from embedq.producer import EmbeddingProducer, Job
+from embedq.stack.services import child_pids
 from tests.conftest import queue_raw_batch, unique
 from tests.stack import Stack, running, wait_until
-from worker.services import child_pids
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from config.contract import (
+from embedq.config.contract import (
     BatchMessage,
     SearchMessage,
     check_collection,
@@ -20,8 +20,8 @@ from config.contract import (
     embed_queue,
     search_queue,
 )
-from config.errors import InvalidInputError
-from config.settings import BatchSettings
+from embedq.config.errors import InvalidInputError
+from embedq.config.settings import BatchSettings
 
 LIMITS = BatchSettings(max_document_bytes=1024, max_metadata_bytes=64, max_id_length=16)
 

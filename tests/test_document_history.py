@@ -21,16 +21,16 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
 
-from config.broker import HELD_PREFIX
-from producer import EmbeddingProducer
+from embedq.config.broker import HELD_PREFIX
+from embedq.producer import EmbeddingProducer
+from embedq.stack.services import child_pids
 from tests.conftest import unique
 from tests.stack import REAL_MILVUS, Stack, kill, running, wait_until
-from worker.services import child_pids
 
 pytestmark = pytest.mark.integration
 
@@ -193,7 +193,7 @@ def held_pids(stack: Stack) -> set[int]:
         return {
             int(record.split(b" ", 1)[0])
             for key in client.scan_iter(HELD_PREFIX + "*")
-            for record in client.hvals(key)
+            for record in cast("list[bytes]", client.hvals(key))
         }
     finally:
         client.close()

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from config.contract import Document
-from config.settings import Settings
-from producer import EmbeddingProducer
+from embedq.config.contract import Document
+from embedq.config.settings import Settings
+from embedq.producer import EmbeddingProducer
+from embedq.stack.services import Service
 from tests.conftest import Servers, milvus_client, python, unique
-from worker.services import Service
 
 pytestmark = pytest.mark.integration
 
@@ -161,7 +161,7 @@ def test_embedq_delete_on_the_command_line(
         ).wait(timeout=60)
     env = servers.env()
     done = subprocess.run(
-        [python(), "-m", "producer.cli", "delete", "a", "--collection", collection, "--wait"],
+        [python(), "-m", "embedq", "delete", "a", "--collection", collection, "--wait"],
         env=env,
         capture_output=True,
         text=True,
@@ -172,7 +172,7 @@ def test_embedq_delete_on_the_command_line(
     assert rows_of(servers, collection, "a") == []
     assert len(rows_of(servers, collection, "b")) == 1
     refused = subprocess.run(
-        [python(), "-m", "producer.cli", "delete", "--collection", collection],
+        [python(), "-m", "embedq", "delete", "--collection", collection],
         env=env,
         capture_output=True,
         text=True,

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from config.contract import BatchMessage, SearchMessage
-from config.errors import StoreRejectedError, StoreUnavailableError
-from config.versions import Claim, Claimed, OrderKey
+from embedq.config.contract import BatchMessage, SearchMessage
+from embedq.config.errors import StoreRejectedError, StoreUnavailableError
+from embedq.config.versions import Claim, Claimed, OrderKey
+from embedq.worker.store import InMemoryStore, Rows
 from tests.fakes import HashEncoder, MemoryRegister, make_embedder
-from worker.store import InMemoryStore, Rows
 
 
 def words(n: int, tag: str = "w") -> str:

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from model2vec import StaticModel
 
-from config.errors import ConfigError, ModelLoadError
+from embedq.config.errors import ConfigError, ModelLoadError
+from embedq.worker.embedding import DEFAULT_MODEL_SOURCE, Model2VecEmbeddingFunction
+from embedq.worker.encoder import BUNDLED_MODEL_PATH
 from tests.conftest import ROOT
-from worker.embedding import DEFAULT_MODEL_SOURCE, Model2VecEmbeddingFunction
-from worker.encoder import BUNDLED_MODEL_PATH
 
 DOCS = [
     "Artificial intelligence was founded as an academic discipline in 1956.",

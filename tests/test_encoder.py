@@ -10,9 +10,14 @@ import pytest
 from model2vec import StaticModel
 from tokenizers import Tokenizer
 
-from config.errors import ConfigError, ModelLoadError
-from config.settings import ModelSettings
-from worker.encoder import BUNDLED_MODEL_PATH, Model2VecEncoder, load_static_model, resolve_source
+from embedq.config.errors import ConfigError, ModelLoadError
+from embedq.config.settings import ModelSettings
+from embedq.worker.encoder import (
+    BUNDLED_MODEL_PATH,
+    Model2VecEncoder,
+    load_static_model,
+    resolve_source,
+)
 
 
 @pytest.fixture(scope="module")

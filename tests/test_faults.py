@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 import redis
 
-from config.errors import BrokerUnavailableError
-from producer import EmbeddingProducer
-from producer.records import Record
+from embedq.config.errors import BrokerUnavailableError
+from embedq.producer import EmbeddingProducer
+from embedq.producer.records import Record
+from embedq.stack.services import child_pids
 from tests.conftest import queue_raw_batch, unique
 from tests.stack import REAL_MILVUS, Stack, kill, running, wait_until
 from tests.workload import assert_clean, mid_run, submit, texts, verify
-from worker.services import child_pids
 
 # Each test starts its own servers and waits for recoveries: more than the default 300 s.
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from config.settings import Settings
-from producer import EmbeddingProducer
+from embedq.config.settings import Settings
+from embedq.producer import EmbeddingProducer
+from embedq.stack.services import Service, free_port, wait_for_port
 from tests.conftest import ROOT, Servers, unique
 from tests.stack import wait_until
-from worker.services import Service, free_port, wait_for_port
 
 pytestmark = pytest.mark.integration
 
@@ -68,7 +68,7 @@ def start_flower(servers: Servers, folder: Path, auth: tuple[str, str]) -> tuple
     port = free_port()
     flower = Service(
         "flower",
-        [sys.executable, "-m", "producer.cli", "flower"],
+        [sys.executable, "-m", "embedq", "flower"],
         folder / "flower.log",
         env=servers.env(
             EMBEDQ_FLOWER__PORT=str(port),
@@ -100,7 +100,7 @@ def test_flower_requires_the_configured_basic_auth(
 
 def test_flower_beyond_loopback_without_auth_is_refused(servers: Servers) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "producer.cli", "flower"],
+        [sys.executable, "-m", "embedq", "flower"],
         env=servers.env(EMBEDQ_FLOWER__ADDRESS="0.0.0.0"),
         cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip

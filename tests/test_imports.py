@@ -16,8 +16,8 @@ HEAVY = ("model2vec", "pymilvus", "milvus_lite", "torch", "tokenizers", "safeten
 def test_fresh_interpreter_importing_producer_loads_no_model_or_store_library() -> None:
     code = (
         "import json, sys\n"
-        "import producer, producer.cli, config\n"
-        "from producer import EmbeddingProducer\n"
+        "import embedq.producer, embedq.cli, embedq.config\n"
+        "from embedq.producer import EmbeddingProducer\n"
         "EmbeddingProducer().close()\n"
         f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))\n"
     )
@@ -30,10 +30,10 @@ def test_fresh_interpreter_importing_producer_loads_no_model_or_store_library() 
 def test_worker_package_exposes_the_celery_app_without_loading_the_model() -> None:
     code = (
         "import json, sys\n"
-        "import worker\n"
-        "assert worker.app.main == 'worker'\n"
+        "import embedq.worker as worker\n"
+        "assert worker.app.main == 'embedq.worker'\n"
         "assert 'embedq.embed_batch' in worker.app.tasks\n"
-        "from worker import runtime\n"
+        "from embedq.worker import runtime\n"
         "print(json.dumps(runtime._runtime is None))\n"
     )
     result = subprocess.run(
@@ -45,7 +45,7 @@ def test_worker_package_exposes_the_celery_app_without_loading_the_model() -> No
 def test_the_embedding_function_needs_no_embedq_settings() -> None:
     # A notebook user of the seed-compatible class has no broker: settings are never read.
     code = (
-        "from worker import Model2VecEmbeddingFunction\n"
+        "from embedq.worker import Model2VecEmbeddingFunction\n"
         "print(Model2VecEmbeddingFunction('bundled').dim)\n"
     )
     env = {**os.environ, "EMBEDQ_BATCH__SIZE": "-1", "EMBEDQ_REDIS__URL": "not a url"}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import redis
 
-from config.errors import JobNotFoundError
-from config.jobs import JobTracker
+from embedq.config.errors import JobNotFoundError
+from embedq.config.jobs import JobTracker
 from tests.conftest import unique
 
 pytestmark = pytest.mark.integration

@@ -29,7 +29,7 @@ def test_pymilvus_and_the_workers_store_import_without_pandas() -> None:
         """
         import pymilvus
         from pymilvus import MilvusClient
-        from worker import milvus, application
+        from embedq.worker import milvus, application
         import pandas as pd
         assert not lazypandas.loaded() and "pandas.core" not in sys.modules
         # No object can be a DataFrame while pandas is not loaded: pymilvus's checks say so.

@@ -13,12 +13,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from config.errors import StoreUnavailableError
-from config.settings import MilvusSettings
-from worker.lite_server import SERIALIZED
-from worker.locks import host_lock
-from worker.milvus import MilvusStore
-from worker.store import Rows
+from embedq.config.errors import StoreUnavailableError
+from embedq.config.names import SERIALIZED
+from embedq.config.settings import MilvusSettings
+from embedq.worker.locks import host_lock
+from embedq.worker.milvus import MilvusStore
+from embedq.worker.store import Rows
 
 
 def _hold(name: str, ready: multiprocessing.synchronize.Event) -> None:
@@ -109,7 +109,7 @@ def test_each_batch_on_milvus_lite_is_flushed_before_upsert_returns() -> None:
 
 
 def test_embedqs_own_lite_server_and_milvus_servers_need_no_flush() -> None:
-    # embedq's Lite server logs each write before answering (worker/lite_server.py)
+    # embedq's Lite server logs each write before answering (embedq/stack/lite_server.py)
     for version in ("milvus_lite-3.2.2" + SERIALIZED, "v2.3.5"):
         store, client = lite_store(f"noflush-{uuid.uuid4()}", version)
         store.upsert("c", rows())

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from config.contract import embed_queue
-from producer import EmbeddingProducer
+from embedq.config.contract import embed_queue
+from embedq.producer import EmbeddingProducer
+from embedq.stack.services import free_port
 from tests.conftest import queue_raw_batch, unique
 from tests.stack import Stack, kill, running, wait_until
-from worker.services import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 

@@ -10,15 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from config.errors import ModelMismatchError, SearchError, StoreUnavailableError
-from config.settings import MilvusSettings
+from embedq.config.errors import ModelMismatchError, SearchError, StoreUnavailableError
+from embedq.config.settings import MilvusSettings
+from embedq.stack.lite_server import serialize_writes
+from embedq.stack.services import Service, free_port, milvus_lite_command, wait_for_port
+from embedq.worker.batch import row_key
+from embedq.worker.encoder import ModelInfo
+from embedq.worker.milvus import MilvusStore, _chunks, upsert_request
+from embedq.worker.store import Rows
 from tests.conftest import unique
-from worker.batch import row_key
-from worker.encoder import ModelInfo
-from worker.lite_server import serialize_writes
-from worker.milvus import MilvusStore, _chunks, upsert_request
-from worker.services import Service, free_port, milvus_lite_command, wait_for_port
-from worker.store import Rows
 
 pytestmark = pytest.mark.integration
 
@@ -117,7 +117,7 @@ def test_search_of_missing_collection_is_a_clear_error(store: MilvusStore) -> No
 
 
 def test_unreachable_milvus_is_a_transient_error() -> None:
-    from worker.services import free_port
+    from embedq.stack.services import free_port
 
     store = MilvusStore(MilvusSettings(uri=f"http://127.0.0.1:{free_port()}", timeout=2))
     with pytest.raises(StoreUnavailableError, match=r"Milvus at http://127\.0\.0\.1"):

@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 import redis
 
-from config.errors import ModelMismatchError
-from config.settings import ModelOptions, Settings
-from producer import EmbeddingProducer
+from embedq.config.errors import ModelMismatchError
+from embedq.config.settings import ModelOptions, Settings
+from embedq.producer import EmbeddingProducer
+from embedq.worker.encoder import BUNDLED_MODEL_PATH
 from tests.conftest import ROOT, unique
 from tests.stack import Stack, running, wait_until
-from worker.encoder import BUNDLED_MODEL_PATH
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -130,7 +130,7 @@ def test_each_batch_is_encoded_by_a_worker_of_its_collections_model(
 
 def reindex_command(source: str, target: str) -> list[str]:
     return [
-        sys.executable, "-m", "producer.cli", "reindex", "--from", source, "--to", target,
+        sys.executable, "-m", "embedq", "reindex", "--from", source, "--to", target,
         "--model", SMALL, "--page-size", "100", "--quiet",
     ]  # fmt: skip
 
@@ -207,7 +207,7 @@ def test_reindex_refuses_what_would_mix_models(stack: Stack, small_model: Path) 
     ]  # fmt: skip
     for args, code, fragment in cases:
         result = subprocess.run(
-            [sys.executable, "-m", "producer.cli", "reindex", *args, "--quiet"],
+            [sys.executable, "-m", "embedq", "reindex", *args, "--quiet"],
             env=env, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
         assert result.returncode == code, (args, result.stderr)

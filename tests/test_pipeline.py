@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from config.contract import embed_queue
-from config.errors import InvalidInputError, JobFailedError, SearchError
-from config.settings import Settings
-from producer import EmbeddingProducer
+from embedq.config.contract import embed_queue
+from embedq.config.errors import InvalidInputError, JobFailedError, SearchError
+from embedq.config.settings import Settings
+from embedq.producer import EmbeddingProducer
+from embedq.stack.services import Service, child_pids
 from tests.conftest import (
     CORPUS,
     ROOT,
@@ -25,7 +26,6 @@ from tests.conftest import (
     queue_raw_batch,
     unique,
 )
-from worker.services import Service, child_pids
 
 pytestmark = pytest.mark.integration
 
@@ -192,7 +192,7 @@ def test_worker_with_a_model_that_cannot_load_refuses_to_start(
         (str(tmp_path / "not-a-model"), "is not a Model2Vec model folder"),
     ):
         result = subprocess.run(
-            [sys.executable, "-m", "celery", "-A", "worker", "worker", "--loglevel", "INFO"],
+            [sys.executable, "-m", "celery", "-A", "embedq.worker", "worker", "--loglevel", "INFO"],
             env=servers.env(EMBEDQ_MODEL__SOURCE=source),
             cwd=ROOT,
             capture_output=True,

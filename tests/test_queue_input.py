@@ -18,13 +18,13 @@ from typing import Any
 import pytest
 from kombu.connection import Connection
 
-from config.contract import TASK_EMBED, embed_queue
-from config.deadletters import MAX_RAW_BYTES, DeadLetter, DeadLetters
-from config.settings import Settings
-from producer import EmbeddingProducer
+from embedq.config.contract import TASK_EMBED, embed_queue
+from embedq.config.deadletters import MAX_RAW_BYTES, DeadLetter, DeadLetters
+from embedq.config.settings import Settings
+from embedq.producer import EmbeddingProducer
+from embedq.stack.services import Service
 from tests.conftest import ROOT, Servers, WorkerFactory, unique
 from tests.stack import wait_until
-from worker.services import Service
 
 pytestmark = pytest.mark.integration
 
@@ -259,7 +259,7 @@ def test_dead_letters_cli_lists_shows_and_requeues(
 
     def embedq(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "producer.cli", "dead-letters", *args],
+            [sys.executable, "-m", "embedq", "dead-letters", *args],
             env=env, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
 
@@ -279,7 +279,7 @@ def test_dead_letters_cli_lists_shows_and_requeues(
 def test_requeue_refuses_what_cannot_be_requeued(
     guarded_worker: Service, guarded_settings: Settings, letters: DeadLetters, db1: str
 ) -> None:
-    from config.errors import InvalidInputError
+    from embedq.config.errors import InvalidInputError
 
     before = letters.count()
     publish(db1, b"\x80\x04garbage", content_type="application/x-python-serialize",

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from config.errors import InvalidInputError
-from config.settings import BatchSettings
-from producer.readers import check_record, detect_format, read_records
-from producer.records import Record
+from embedq.config.errors import InvalidInputError
+from embedq.config.settings import BatchSettings
+from embedq.producer.readers import check_record, detect_format, read_records
+from embedq.producer.records import Record
 
 LIMITS = BatchSettings()
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from config.errors import InvalidInputError
-from config.settings import BatchSettings
-from producer.records import Record, batches, check_items
+from embedq.config.errors import InvalidInputError
+from embedq.config.settings import BatchSettings
+from embedq.producer.records import Record, batches, check_items
 
 LIMITS = BatchSettings()
 

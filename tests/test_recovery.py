@@ -19,13 +19,13 @@ from pathlib import Path
 import pytest
 import redis
 
-from config.broker import HOLDER_KEY
-from producer import EmbeddingProducer
+from embedq.config.broker import HOLDER_KEY
+from embedq.producer import EmbeddingProducer
+from embedq.stack.services import Service, free_port, port_is_free
 from tests.conftest import ROOT, process_env, unique
 from tests.stack import Stack, kill_node, running, wait_until
 from tests.test_metrics import scrape, total
 from tests.workload import N, assert_clean, mid_run, submit, verify
-from worker.services import Service, free_port, port_is_free
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
 
@@ -207,7 +207,7 @@ class Standalone:
         handle = self.log.open("ab")
         offset = handle.tell()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "producer.cli", "standalone", "--data-dir", str(self.data),
+            [sys.executable, "-m", "embedq", "standalone", "--data-dir", str(self.data),
              "--workers", "2"],
             env=self.env, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT,
         )  # fmt: skip

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from config.contract import derive_id
-from producer import EmbeddingProducer
+from embedq.config.contract import derive_id
+from embedq.producer import EmbeddingProducer
 from tests.conftest import unique
 from tests.stack import REAL_MILVUS, Stack, running
 

@@ -15,12 +15,12 @@ import pytest
 import redis
 from pymilvus import MilvusClient
 
-from config.errors import EmbedqError
-from config.settings import MilvusSettings, load_settings
+from embedq.config.errors import EmbedqError
+from embedq.config.settings import MilvusSettings, load_settings
+from embedq.stack.services import Service, free_port
+from embedq.worker.milvus import MilvusStore
 from tests.conftest import ROOT
 from tests.stack import REAL_MILVUS, Stack
-from worker.milvus import MilvusStore
-from worker.services import Service, free_port
 
 pytestmark = [pytest.mark.integration, REAL_MILVUS]
 
@@ -102,7 +102,7 @@ def secure(tmp_path: Path) -> Iterator[tuple[Stack, dict[str, str]]]:
 
 def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "producer.cli", *args],
+        [sys.executable, "-m", "embedq", *args],
         env=env, cwd=ROOT, capture_output=True, text=True, timeout=180, check=False,
     )  # fmt: skip
 
@@ -113,7 +113,7 @@ def test_tls_acl_user_and_milvus_auth_end_to_end_without_leaking_secrets(
     _, env = secure
     worker = Service(
         "secure-worker",
-        [sys.executable, "-m", "producer.cli", "worker", "--concurrency", "2", "-n", "secure@%h"],
+        [sys.executable, "-m", "embedq", "worker", "--concurrency", "2", "-n", "secure@%h"],
         tmp_path / "worker.log",
         env=env,
         cwd=ROOT,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from config.errors import ConfigError
-from config.settings import KNOWN_MODELS, Settings, load_settings
+from embedq.config.errors import ConfigError
+from embedq.config.settings import KNOWN_MODELS, Settings, load_settings
 
 
 def test_defaults_point_at_the_standalone_stack() -> None:

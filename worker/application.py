@@ -13,15 +13,15 @@ from typing import Any
 
 from celery import Celery, signals
 
-from config.broker import messages_restored, new_node_id
-from config.celeryconfig import make_celery
-from config.contract import served_queues
-from config.errors import ConfigError, ModelLoadError
-from config.settings import Settings
-from worker import lazypandas, logs, metrics, runtime
-from worker.consumer import guarded_consumer
-from worker.encoder import check_source
-from worker.tasks import record_failure, register_tasks
+from embedq.config.broker import messages_restored, new_node_id
+from embedq.config.celeryconfig import make_celery
+from embedq.config.contract import served_queues
+from embedq.config.errors import ConfigError, ModelLoadError
+from embedq.config.settings import Settings
+from embedq.worker import lazypandas, logs, metrics, runtime
+from embedq.worker.consumer import guarded_consumer
+from embedq.worker.encoder import check_source
+from embedq.worker.tasks import record_failure, register_tasks
 
 __all__ = ["create_app"]
 
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings) -> Celery:
     """The Celery app of a worker: shared configuration, embedq's tasks, lifecycle hooks."""
-    app = make_celery(settings, main="worker")
+    app = make_celery(settings, main="embedq.worker")
     app.conf.worker_concurrency = settings.worker.concurrency
     app.conf.worker_consumer = guarded_consumer(settings)
     # A child loading a large model must not be taken for a hung one (the default is 4 s).

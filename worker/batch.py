@@ -40,7 +40,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from config.contract import (
+from embedq.config.contract import (
     BatchMessage,
     Hit,
     SearchMessage,
@@ -50,17 +50,17 @@ from config.contract import (
     check_version,
     derive_id,
 )
-from config.errors import (
+from embedq.config.errors import (
     InvalidInputError,
     ModelMismatchError,
     StoreRejectedError,
     StoreUnavailableError,
 )
-from config.settings import BatchSettings
-from config.versions import Claim, Claimed, OrderKey, Written
-from worker.chunker import Chunker, Span, fit_bytes
-from worker.encoder import Encoder, Vectors
-from worker.store import Rows, VectorStore
+from embedq.config.settings import BatchSettings
+from embedq.config.versions import Claim, Claimed, OrderKey, Written
+from embedq.worker.chunker import Chunker, Span, fit_bytes
+from embedq.worker.encoder import Encoder, Vectors
+from embedq.worker.store import Rows, VectorStore
 
 __all__ = ["BatchOutcome", "Embedder", "Register", "row_key"]
 

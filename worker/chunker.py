@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 from semchunk.semchunk import chunkerify
 
-from config.contract import MAX_CHUNK_BYTES
-from config.models import DEFAULT_WORD_CACHE
+from embedq.config.contract import MAX_CHUNK_BYTES
+from embedq.config.models import DEFAULT_WORD_CACHE
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -48,7 +48,7 @@ def token_counter(
     without truncation or padding, looked up word by word when it is a WordPiece tokenizer."""
     from tokenizers import Tokenizer
 
-    from worker.wordcache import WordCache
+    from embedq.worker.wordcache import WordCache
 
     counting = Tokenizer.from_str(tokenizer.to_str())
     counting.no_truncation()

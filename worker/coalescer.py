@@ -29,8 +29,8 @@ import redis
 from celery import Celery
 from pydantic import ValidationError
 
-from config.broker import HOLDER_KEY, forget, give_back, held_by, held_key
-from config.contract import TASK_EMBED, BatchMessage
+from embedq.config.broker import HOLDER_KEY, forget, give_back, held_by, held_key
+from embedq.config.contract import TASK_EMBED, BatchMessage
 
 __all__ = ["Coalescer", "Taken"]
 

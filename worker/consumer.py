@@ -16,9 +16,9 @@ from typing import Any
 from celery.worker.consumer import Consumer
 from kombu.exceptions import ContentDisallowed
 
-from config.deadletters import MAX_BODY_BYTES, Kind
-from config.settings import Settings
-from worker import runtime
+from embedq.config.deadletters import MAX_BODY_BYTES, Kind
+from embedq.config.settings import Settings
+from embedq.worker import runtime
 
 __all__ = ["guarded_consumer"]
 

@@ -19,10 +19,10 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import ValidationError
 
-from config.errors import ConfigError, ModelLoadError
-from config.models import model_name_for
-from config.settings import BUNDLED_MODEL, ModelSettings
-from worker.encoder import (
+from embedq.config.errors import ConfigError, ModelLoadError
+from embedq.config.models import model_name_for
+from embedq.config.settings import BUNDLED_MODEL, ModelSettings
+from embedq.worker.encoder import (
     BUNDLED_MODEL_PATH,
     Model2VecEncoder,
     ModelInfo,

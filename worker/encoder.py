@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from config.errors import ConfigError, ModelLoadError
-from config.settings import BUNDLED_MODEL, ModelSettings
+from embedq.config.errors import ConfigError, ModelLoadError
+from embedq.config.settings import BUNDLED_MODEL, ModelSettings
 
 if TYPE_CHECKING:
     from model2vec import StaticModel
@@ -115,7 +115,7 @@ def check_source(model: ModelSettings) -> None:
 
 def load_static_model(model: ModelSettings) -> StaticModel:
     """Load a Model2Vec model from the bundled copy, a folder, or the hub (cache first)."""
-    from worker.wordcache import CachedStaticModel, WordCache
+    from embedq.worker.wordcache import CachedStaticModel, WordCache
 
     source = resolve_source(model)
     is_hub = model.hub_id is not None

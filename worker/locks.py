@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from config.errors import StoreUnavailableError
+from embedq.config.errors import StoreUnavailableError
 
 __all__ = ["Ledger", "host_lock"]
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from celery import signals
 
-from config.settings import Settings
+from embedq.config.settings import Settings
 
 __all__ = ["BATCH_FIELDS", "JsonFormatter", "install"]
 

@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from config.connections import redis_client
-from config.deadletters import DeadLetters
-from config.settings import Settings
+from embedq.config.connections import redis_client
+from embedq.config.deadletters import DeadLetters
+from embedq.config.settings import Settings
 
 if TYPE_CHECKING:
-    from worker.batch import BatchOutcome
+    from embedq.worker.batch import BatchOutcome
 
 __all__ = [
     "Exporter",

@@ -19,17 +19,17 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from config.contract import MAX_CHUNK_BYTES, Hit
-from config.errors import (
+from embedq.config.contract import MAX_CHUNK_BYTES, Hit
+from embedq.config.errors import (
     ModelMismatchError,
     SearchError,
     StoreRejectedError,
     StoreUnavailableError,
 )
-from config.settings import MilvusSettings
-from worker.encoder import ModelInfo, Vectors
-from worker.lite_server import SERIALIZED
-from worker.store import Layout, Rows, check_binding
+from embedq.config.names import SERIALIZED
+from embedq.config.settings import MilvusSettings
+from embedq.worker.encoder import ModelInfo, Vectors
+from embedq.worker.store import Layout, Rows, check_binding
 
 __all__ = ["MilvusStore", "WriteLock"]
 
@@ -306,7 +306,7 @@ class MilvusStore:
         if self._flush is None:
             version = self._call("version", lambda client: str(client.get_server_version()))
             # embedq's own Lite server writes each call to its log before answering; a plain
-            # Milvus Lite server does not (worker/lite_server.py), so its writes are flushed.
+            # Milvus Lite server does not (embedq/stack/lite_server.py), so its writes are flushed.
             self._flush = version.lower().startswith("milvus_lite") and not version.endswith(
                 SERIALIZED
             )

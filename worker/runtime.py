@@ -17,21 +17,21 @@ from typing import Any
 import redis
 from celery import Celery
 
-from config.connections import redis_client
-from config.deadletters import DeadLetters, Kind
-from config.errors import ModelMismatchError
-from config.jobs import JobTracker
-from config.registry import CollectionRegistry
-from config.settings import Settings
-from config.versions import VersionRegister
-from worker import metrics
-from worker.batch import Embedder
-from worker.chunker import Chunker, token_counter
-from worker.coalescer import Coalescer
-from worker.encoder import Encoder, Model2VecEncoder
-from worker.locks import Ledger, host_lock
-from worker.milvus import MilvusStore
-from worker.store import VectorStore
+from embedq.config.connections import redis_client
+from embedq.config.deadletters import DeadLetters, Kind
+from embedq.config.errors import ModelMismatchError
+from embedq.config.jobs import JobTracker
+from embedq.config.registry import CollectionRegistry
+from embedq.config.settings import Settings
+from embedq.config.versions import VersionRegister
+from embedq.worker import metrics
+from embedq.worker.batch import Embedder
+from embedq.worker.chunker import Chunker, token_counter
+from embedq.worker.coalescer import Coalescer
+from embedq.worker.encoder import Encoder, Model2VecEncoder
+from embedq.worker.locks import Ledger, host_lock
+from embedq.worker.milvus import MilvusStore
+from embedq.worker.store import VectorStore
 
 __all__ = [
     "Runtime",

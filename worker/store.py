@@ -18,9 +18,9 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from config.contract import Hit
-from config.errors import ModelMismatchError, SearchError
-from worker.encoder import ModelInfo, Vectors
+from embedq.config.contract import Hit
+from embedq.config.errors import ModelMismatchError, SearchError
+from embedq.worker.encoder import ModelInfo, Vectors
 
 __all__ = [
     "InMemoryStore",

@@ -12,9 +12,9 @@ from celery import Celery
 from celery.exceptions import SoftTimeLimitExceeded
 from pydantic import ValidationError
 
-from config.contract import TASK_EMBED, TASK_SEARCH, BatchMessage, SearchMessage, embed_queue
-from config.deadletters import Kind
-from config.errors import (
+from embedq.config.contract import TASK_EMBED, TASK_SEARCH, BatchMessage, SearchMessage, embed_queue
+from embedq.config.deadletters import Kind
+from embedq.config.errors import (
     BrokerUnavailableError,
     EmbedqError,
     InvalidMessageError,
@@ -23,10 +23,10 @@ from config.errors import (
     TransientError,
     WorkerNotReadyError,
 )
-from config.settings import Settings
-from worker import metrics, runtime
-from worker.batch import BatchOutcome
-from worker.coalescer import Taken
+from embedq.config.settings import Settings
+from embedq.worker import metrics, runtime
+from embedq.worker.batch import BatchOutcome
+from embedq.worker.coalescer import Taken
 
 __all__ = ["register_tasks"]
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from model2vec import StaticModel
 
-from config.models import DEFAULT_WORD_CACHE
+from embedq.config.models import DEFAULT_WORD_CACHE
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer

@@ -12,7 +12,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from config.errors import (
+from embedq.cli.deadletters import dead_letters
+from embedq.cli.exits import EXIT_FAILED, EXIT_INPUT, EXIT_TIMEOUT, EXIT_UNAVAILABLE, fail
+from embedq.cli.ingest import delete_ids, ingest
+from embedq.cli.lookup import search, status
+from embedq.cli.models import list_models
+from embedq.cli.processes import run_flower, run_worker
+from embedq.cli.reindex import run_reindex
+from embedq.config.errors import (
     BrokerUnavailableError,
     ConfigError,
     EmbedqError,
@@ -20,15 +27,8 @@ from config.errors import (
     JobNotFoundError,
     JobTimeoutError,
 )
-from config.settings import load_settings
-from producer.cli.deadletters import dead_letters
-from producer.cli.exits import EXIT_FAILED, EXIT_INPUT, EXIT_TIMEOUT, EXIT_UNAVAILABLE, fail
-from producer.cli.ingest import delete_ids, ingest
-from producer.cli.lookup import search, status
-from producer.cli.models import list_models
-from producer.cli.processes import run_flower, run_worker
-from producer.cli.reindex import run_reindex
-from producer.producer import EmbeddingProducer
+from embedq.config.settings import load_settings
+from embedq.producer.producer import EmbeddingProducer
 
 __all__ = ["main"]
 
@@ -162,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command == "reindex":
             return run_reindex(settings, args)
         if command == "standalone":
-            from worker.standalone import run_standalone
+            from embedq.stack.standalone import run_standalone
 
             return run_standalone(
                 settings, data_dir=args.data_dir, workers=args.workers, flower=args.flower

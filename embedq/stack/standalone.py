@@ -18,13 +18,13 @@ from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit
 
-from config.broker import restore_dead_nodes
-from config.celeryconfig import make_celery
-from config.connections import redis_client
-from config.contract import served_queues
-from config.errors import ConfigError
-from config.settings import Settings
-from worker.services import (
+from embedq.config.broker import restore_dead_nodes
+from embedq.config.celeryconfig import make_celery
+from embedq.config.connections import redis_client
+from embedq.config.contract import served_queues
+from embedq.config.errors import ConfigError
+from embedq.config.settings import Settings
+from embedq.stack.services import (
     MILVUS_LITE_STOP_SIGNAL,
     Service,
     ServiceError,

@@ -1,7 +1,7 @@
 """Milvus Lite's gRPC server as embedq runs it (``embedq standalone``, the tests, the benchmark).
 
-Run as a script (``python worker/lite_server.py server --data-dir D --port P``), so that it
-imports nothing of embedq. Three changes to ``milvus-lite server``:
+Run as ``python -m embedq.stack.lite_server server --data-dir D --port P``. Three changes to
+``milvus-lite server``:
 
 - Writes take turns. Milvus Lite serves each call on a thread of a pool, but a collection's
   write path (its write-ahead log, its memtable, its flush) has no lock: two upserts at once
@@ -35,8 +35,7 @@ from typing import Any
 
 import grpc
 
-#: Suffix of the version this server reports; ``worker.milvus`` checks for it.
-SERIALIZED = "+embedq-serialized-writes"
+from embedq.config.names import SERIALIZED
 
 # What pymilvus's channels send (keepalive_time_ms 10000, permit_without_calls).
 _KEEPALIVE_ACCEPTED = [

@@ -7,12 +7,12 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
-from config.deadletters import DeadLetter
-from config.errors import (
+from embedq.config.deadletters import DeadLetter
+from embedq.config.errors import (
     InvalidInputError,
     JobNotFoundError,
 )
-from producer.producer import EmbeddingProducer
+from embedq.producer.producer import EmbeddingProducer
 
 if TYPE_CHECKING:
     pass

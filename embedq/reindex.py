@@ -19,19 +19,19 @@ from typing import Any
 
 import redis
 
-from config.connections import redis_client
-from config.contract import check_collection
-from config.errors import (
+from embedq.config.connections import redis_client
+from embedq.config.contract import check_collection
+from embedq.config.errors import (
     BrokerUnavailableError,
     InvalidInputError,
     ModelMismatchError,
 )
-from config.settings import Settings
-from producer.job import Job
-from producer.producer import EmbeddingProducer
-from producer.records import Record, check_one
-from worker.milvus import MilvusStore
-from worker.store import Rows
+from embedq.config.settings import Settings
+from embedq.producer.job import Job
+from embedq.producer.producer import EmbeddingProducer
+from embedq.producer.records import Record, check_one
+from embedq.worker.milvus import MilvusStore
+from embedq.worker.store import Rows
 
 __all__ = ["ReindexResult", "reindex"]
 

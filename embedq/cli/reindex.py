@@ -6,16 +6,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from config.errors import ConfigError
-from config.settings import Settings
-from producer.cli.exits import EXIT_FAILED
+from embedq.cli.exits import EXIT_FAILED
+from embedq.config.errors import ConfigError
+from embedq.config.settings import Settings
 
 __all__ = ["run_reindex"]
 
 
 def run_reindex(settings: Settings, args: argparse.Namespace) -> int:
     try:
-        from worker.reindex import reindex
+        from embedq.reindex import reindex
     except ImportError as exc:
         raise ConfigError(
             f"embedq reindex reads Milvus and needs the worker extras ({exc}); "

@@ -6,9 +6,9 @@ import os
 import sys
 from collections.abc import Sequence
 
-from config.contract import served_queues
-from config.errors import InvalidInputError
-from config.settings import Settings
+from embedq.config.contract import served_queues
+from embedq.config.errors import InvalidInputError
+from embedq.config.settings import Settings
 
 __all__ = ["run_flower", "run_worker"]
 
@@ -16,7 +16,7 @@ __all__ = ["run_flower", "run_worker"]
 def run_flower(settings: Settings) -> int:
     """``celery -A worker flower`` on the configured address, with basic auth passed through
     the environment (a command-line argument would show the password in `ps`)."""
-    from worker.services import flower_command
+    from embedq.stack.services import flower_command
 
     argv, extra_env = flower_command(settings)
     env = dict(os.environ) | extra_env
@@ -27,7 +27,7 @@ def run_flower(settings: Settings) -> int:
 
 def run_worker(settings: Settings, celery_args: Sequence[str]) -> int:
     """``embedq worker`` = ``celery -A worker worker`` with embedq's queues and concurrency."""
-    argv = ["celery", "-A", "worker", "worker", "--loglevel", settings.worker.log_level]
+    argv = ["celery", "-A", "embedq.worker", "worker", "--loglevel", settings.worker.log_level]
     extra = list(celery_args)
     # --log-format is ours, not Celery's: it travels to the worker as its setting.
     for flag in ("--log-format=json", "--log-format=text"):

@@ -6,8 +6,8 @@ import argparse
 import json
 from typing import TYPE_CHECKING
 
-from producer.cli.exits import EXIT_FAILED
-from producer.producer import EmbeddingProducer
+from embedq.cli.exits import EXIT_FAILED
+from embedq.producer.producer import EmbeddingProducer
 
 if TYPE_CHECKING:
     pass

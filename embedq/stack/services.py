@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
-from config.errors import ConfigError, EmbedqError
-from config.settings import Settings
+from embedq.config.errors import ConfigError, EmbedqError
+from embedq.config.settings import Settings
 
 __all__ = [
     "MILVUS_LITE_STOP_SIGNAL",
@@ -265,9 +265,8 @@ def milvus_lite_command(port: int, data_dir: Path, host: str = "127.0.0.1") -> l
     """A Milvus Lite gRPC server: one process owns the data directory, many clients write. It
     stops gracefully on SIGTERM too and keeps pymilvus's idle connections (lite_server.py)."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    script = Path(__file__).with_name("lite_server.py")
     return [
-        sys.executable, str(script), "server",
+        sys.executable, "-m", "embedq.stack.lite_server", "server",
         "--data-dir", str(data_dir), "--host", host, "--port", str(port),
     ]  # fmt: skip
 
@@ -285,7 +284,7 @@ def flower_command(settings: Settings) -> tuple[list[str], dict[str, str]]:
             "EMBEDQ_FLOWER__USER and EMBEDQ_FLOWER__PASSWORD for basic auth"
         )
     argv = [
-        sys.executable, "-m", "celery", "-A", "worker", "flower",
+        sys.executable, "-m", "celery", "-A", "embedq.worker", "flower",
         f"--address={flower.address}", f"--port={flower.port}",
     ]  # fmt: skip
     return argv, env
@@ -299,7 +298,7 @@ def worker_command(
     pool: str = "prefork",
 ) -> list[str]:
     return [
-        sys.executable, "-m", "celery", "-A", "worker", "worker",
+        sys.executable, "-m", "celery", "-A", "embedq.worker", "worker",
         "--pool", pool,
         "--concurrency", str(concurrency),
         "--queues", ",".join(queues),

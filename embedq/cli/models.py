@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from config.settings import Settings
+from embedq.config.settings import Settings
 
 __all__ = ["list_models"]
 

@@ -9,14 +9,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Never
 
-from config.errors import (
+from embedq.cli.exits import EXIT_FAILED, fail
+from embedq.config.errors import (
     InvalidInputError,
     JobTimeoutError,
 )
-from producer.cli.exits import EXIT_FAILED, fail
-from producer.job import Job
-from producer.producer import EmbeddingProducer, Record
-from producer.readers import Format, check_record, detect_format, read_records
+from embedq.producer.job import Job
+from embedq.producer.producer import EmbeddingProducer, Record
+from embedq.producer.readers import Format, check_record, detect_format, read_records
 
 if TYPE_CHECKING:
     from tqdm import tqdm
