@@ -12,7 +12,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[worker,monitor,dev,bench]'
+	$(BIN)/pip install --quiet -e '.[worker,local,monitor,dev,bench]'
 	touch $(STAMP)
 
 # Start the embedded stack, ingest the sample corpus, print a few searches, stop the stack.

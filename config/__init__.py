@@ -1,4 +1,5 @@
-"""Shared by producer and worker: settings, the message contract, Celery configuration, errors.
+"""Shared by producer and worker: settings, model definitions, the message contract, Celery
+configuration, the error tree and the Redis key names (:mod:`embedq.config.keys`).
 
 Light on purpose: nothing here imports model2vec or pymilvus.
 """
@@ -29,7 +30,6 @@ from embedq.config.errors import (
     StoreUnavailableError,
     TransientError,
 )
-from embedq.config.jobs import JobStatus, JobTracker
 from embedq.config.settings import KNOWN_MODELS, Settings, load_settings
 
 __all__ = [
@@ -45,9 +45,7 @@ __all__ = [
     "InvalidMessageError",
     "JobFailedError",
     "JobNotFoundError",
-    "JobStatus",
     "JobTimeoutError",
-    "JobTracker",
     "ModelLoadError",
     "ModelMismatchError",
     "SearchError",

@@ -39,8 +39,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "task_time_limit": worker.time_limit,
         "task_soft_time_limit": worker.soft_time_limit,
-        # embedq's Redis transport (config/broker.py): atomic takes, node leases.
-        "broker_transport": "config.broker:Transport",
+        # embedq's Redis transport (embedq/state/broker.py): atomic takes, node leases.
+        "broker_transport": "embedq.state.broker:Transport",
         "broker_transport_options": {
             "embedq_atomic_fetch": worker.atomic_fetch,
             "embedq_lease": worker.lease,

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from embedq.config.errors import InvalidInputError
+from embedq.config.keys import embed_queue, search_queue
 from embedq.config.names import COLLECTION_NAME, COLLECTION_RULE
 from embedq.config.settings import BatchSettings, Settings
 
@@ -63,11 +64,6 @@ MAX_ID_BYTES = 512
 MAX_BATCH_TEXTS = 10_000
 
 
-def embed_queue(model: str) -> str:
-    """Queue of the batches a model's workers embed (one queue per model name)."""
-    return f"embedq.embed.{model}"
-
-
 def served_queues(settings: Settings) -> list[str]:
     """The queues of the models a worker with these settings serves."""
     return [
@@ -75,12 +71,6 @@ def served_queues(settings: Settings) -> list[str]:
         for model in settings.served_models()
         for queue in (embed_queue(model.name), search_queue(model.name))
     ]
-
-
-def search_queue(model: str) -> str:
-    """Queue of the queries a model's workers answer; separate so searches never wait behind
-    a backlog of ingest batches."""
-    return f"embedq.search.{model}"
 
 
 def derive_id(model: str, text: str) -> str:
@@ -220,8 +210,8 @@ class BatchMessage(BaseModel):
 
     Items (texts, ids, metadata, versions) are checked one by one by the worker, so one bad
     text is rejected without taking the rest of the batch with it; only the shape is checked
-    here. Item ``i`` is operation number ``seq + i`` (see :mod:`config.versions`). A ``delete``
-    batch carries ids and no texts.
+    here. Item ``i`` is operation number ``seq + i`` (see :mod:`embedq.state.versions`). A
+    ``delete`` batch carries ids and no texts.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -26,6 +26,7 @@ from embedq.config.errors import (
     InvalidInputError,
     ModelMismatchError,
 )
+from embedq.config.keys import reindex_key
 from embedq.config.settings import Settings
 from embedq.producer.job import Job
 from embedq.producer.producer import EmbeddingProducer
@@ -58,10 +59,6 @@ class ReindexResult:
     resumed_after: str
     #: Why rows were refused before queueing ("id: reason"), the first few of this run.
     refused: tuple[str, ...] = ()
-
-
-def _state_key(source: str, target: str) -> str:
-    return f"embedq:reindex:{source}:{target}"
 
 
 def reindex(
@@ -121,7 +118,7 @@ def _run(
             f"collection {target_name!r} was built with model {built_with.name!r}, not "
             f"{model_name!r}; reindex into a new collection"
         )
-    key = _state_key(source_name, target_name)
+    key = reindex_key(source_name, target_name)
     if restart:
         client.delete(key, f"{key}:jobs")
     state = {_text(k): _text(v) for k, v in client.hgetall(key).items()}

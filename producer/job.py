@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from embedq.config.errors import JobTimeoutError
-from embedq.config.jobs import JobStatus, JobTracker
+from embedq.state.jobs import JobStatus, JobTracker
 
 __all__ = ["Job"]
 

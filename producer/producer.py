@@ -30,7 +30,6 @@ from embedq.config.contract import (
     embed_queue,
     search_queue,
 )
-from embedq.config.deadletters import DeadLetters
 from embedq.config.errors import (
     BrokerUnavailableError,
     InvalidInputError,
@@ -39,10 +38,7 @@ from embedq.config.errors import (
     ModelMismatchError,
     SearchError,
 )
-from embedq.config.jobs import JobTracker
-from embedq.config.registry import CollectionRegistry
 from embedq.config.settings import Settings, load_settings
-from embedq.config.versions import VersionRegister
 from embedq.producer.job import Job
 from embedq.producer.records import (
     Record,
@@ -53,6 +49,10 @@ from embedq.producer.records import (
     check_weight,
     cut,
 )
+from embedq.state.deadletters import DeadLetters
+from embedq.state.jobs import JobTracker
+from embedq.state.registry import CollectionRegistry
+from embedq.state.versions import VersionRegister
 
 __all__ = ["Document", "EmbeddingProducer", "Record"]
 

@@ -17,7 +17,6 @@ import redis
 
 from embedq.config.celeryconfig import make_celery
 from embedq.config.contract import TASK_EMBED, embed_queue, search_queue
-from embedq.config.jobs import JobTracker
 from embedq.config.settings import Settings, load_settings
 from embedq.producer import Job
 from embedq.stack.services import (
@@ -29,6 +28,7 @@ from embedq.stack.services import (
     wait_for_port,
     worker_command,
 )
+from embedq.state.jobs import JobTracker
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "docs" / "corpus"

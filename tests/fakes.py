@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from embedq.config.settings import BatchSettings
-from embedq.config.versions import Claim, Claimed, OrderKey, Written
+from embedq.state.versions import Claim, Claimed, OrderKey, Written
 from embedq.worker.batch import Embedder
 from embedq.worker.chunker import Chunker
 from embedq.worker.encoder import Encoder, ModelInfo, Vectors

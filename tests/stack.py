@@ -19,7 +19,6 @@ import redis
 
 from embedq.config.celeryconfig import make_celery
 from embedq.config.contract import embed_queue, search_queue
-from embedq.config.jobs import JobStatus, JobTracker
 from embedq.config.settings import Settings, load_settings
 from embedq.stack.services import (
     MILVUS_LITE_STOP_SIGNAL,
@@ -30,6 +29,7 @@ from embedq.stack.services import (
     wait_for_port,
     worker_command,
 )
+from embedq.state.jobs import JobStatus, JobTracker
 from tests.conftest import ROOT, milvus_client, process_env
 
 #: Short timeouts so that recovery happens within a test: redelivery after 25 s, retries at

@@ -15,9 +15,9 @@ import redis
 
 from embedq.config.contract import embed_queue
 from embedq.config.errors import EmbedqError, InvalidInputError, ModelMismatchError
-from embedq.config.registry import CollectionRegistry
 from embedq.config.settings import Settings
 from embedq.producer import EmbeddingProducer
+from embedq.state.registry import CollectionRegistry
 from tests.conftest import unique
 
 pytestmark = pytest.mark.integration

@@ -19,15 +19,9 @@ from typing import Any
 import pytest
 import redis
 
-from embedq.config.broker import (
-    HOLDER_KEY,
-    NODES_KEY,
-    held_key,
-    renew_lease,
-    restore_dead_nodes,
-    restore_orphans,
-)
-from embedq.config.deadletters import DeadLetters
+from embedq.config.keys import HOLDER, NODES, held_key
+from embedq.state.broker import renew_lease, restore_dead_nodes, restore_orphans
+from embedq.state.deadletters import DeadLetters
 from tests.conftest import ROOT, unique
 
 pytestmark = pytest.mark.integration
@@ -61,7 +55,9 @@ def client(url: str) -> Iterator[redis.Redis]:
 
 def connect(url: str, node: str = "", atomic: bool = True, **options: Any) -> Any:
     transport_options = {"embedq_node": node, "embedq_atomic_fetch": atomic, **options}
-    return Connection(url, transport="config.broker:Transport", transport_options=transport_options)
+    return Connection(
+        url, transport="embedq.state.broker:Transport", transport_options=transport_options
+    )
 
 
 def publish(url: str, queue: str, bodies: list[Any], priority: int = 0) -> None:
@@ -110,17 +106,15 @@ def test_a_taken_message_is_held_by_its_node_until_acknowledged(
         assert [m.payload for m in taken] == [{"n": 1}, {"n": 2}]
         assert client.llen(queue) == 0
         assert sorted(k for k in client.hkeys("unacked")) == sorted(tags)
-        assert {k: v for k, v in client.hgetall(HOLDER_KEY).items()} == {
-            tag: "alpha" for tag in tags
-        }
+        assert {k: v for k, v in client.hgetall(HOLDER).items()} == {tag: "alpha" for tag in tags}
         assert client.hlen(held_key("alpha")) == 2
         # And acknowledging one forgets it everywhere
         taken[0].ack()
         assert client.hexists("unacked", tags[0]) is False
-        assert client.hexists(HOLDER_KEY, tags[0]) is False
+        assert client.hexists(HOLDER, tags[0]) is False
         assert client.hexists(held_key("alpha"), tags[0]) is False
         assert client.zscore("unacked_index", tags[0]) is None
-        assert client.hexists(HOLDER_KEY, tags[1])
+        assert client.hexists(HOLDER, tags[1])
 
 
 def test_messages_of_a_node_whose_lease_ran_out_come_back_once_in_order(
@@ -155,7 +149,7 @@ def test_messages_of_a_node_whose_lease_ran_out_come_back_once_in_order(
         assert client.exists(held_key("dead")) == 0
         # (the dead node stays listed for a while: a take that reached Redis just after this
         # restore would still be found by the next)
-        assert client.zscore(NODES_KEY, "dead") is not None
+        assert client.zscore(NODES, "dead") is not None
         # And the live node's are untouched, however long it holds them
         assert client.hlen(held_key("live")) == 2
         assert restore_dead_nodes(client, "x") == []
@@ -181,7 +175,7 @@ def test_a_paused_node_that_wakes_up_acknowledges_without_harm(
         first.ack()
         second.ack()
         # Nothing is left held, queued or unacknowledged, and nothing comes back later
-        assert client.hlen("unacked") == 0 and client.hlen(HOLDER_KEY) == 0
+        assert client.hlen("unacked") == 0 and client.hlen(HOLDER) == 0
         assert client.llen(queue) == 0
         assert restore_dead_nodes(client, "other") == []
 
@@ -214,7 +208,7 @@ def test_messages_held_by_a_dead_pool_process_come_back(url: str, client: redis.
         # Then the dead process's message is back; this process's is still held
         assert [r.count for r in restored] == [1]
         assert waiting(client, queue) == [{"n": 1}]
-        assert {k for k in client.hkeys(HOLDER_KEY)} == {mine.delivery_tag}
+        assert {k for k in client.hkeys(HOLDER)} == {mine.delivery_tag}
 
 
 def test_an_idle_consumer_wakes_on_the_bell_not_after_its_wait(url: str) -> None:
@@ -270,7 +264,7 @@ def test_a_consumer_without_acknowledgements_leaves_no_record(
             consumer.register_callback(lambda body, message: got.append(body))
             connection.drain_events(timeout=10)
     assert got == [{"n": 1}]
-    assert client.hlen("unacked") == 0 and client.hlen(HOLDER_KEY) == 0
+    assert client.hlen("unacked") == 0 and client.hlen(HOLDER) == 0
 
 
 @pytest.mark.parametrize(
@@ -288,7 +282,7 @@ def test_a_queue_item_that_is_not_a_message_is_a_dead_letter_and_the_next_is_tak
         assert [m.payload for m in take(connection, queue, 1, ack=True)] == [{"n": 1}]
     # Kept as a dead letter, not left held or queued to come back
     assert client.llen(queue) == 0 and client.hlen("unacked") == 0
-    assert client.hlen(HOLDER_KEY) == 0
+    assert client.hlen(HOLDER) == 0
     (letter,) = DeadLetters(client).list()
     assert letter.kind == "undecodable" and letter.queue == queue
     assert "not a kombu message" in letter.reason
@@ -316,7 +310,7 @@ def test_a_take_whose_reply_never_arrived_comes_back_the_others_stay(
         # Then the unknown one is back in the queue and the known one still held
         assert [r.count for r in restored] == [1]
         assert waiting(client, queue) == [{"n": 2}]
-        assert set(client.hkeys(HOLDER_KEY)) == known
+        assert set(client.hkeys(HOLDER)) == known
         # And without ``known`` (a take on its way) nothing of the main process is touched
         assert restore_orphans(client, "node", os.getpid(), everything_alive) == []
         assert second.delivery_tag not in known

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from embedq.config.deadletters import DeadLetters
 from embedq.producer import EmbeddingProducer, Job
 from embedq.stack.services import child_pids
+from embedq.state.deadletters import DeadLetters
 from tests.conftest import queue_raw_batch, unique
 from tests.stack import Stack, running, wait_until
 

@@ -26,7 +26,7 @@ from typing import Any, cast
 import pytest
 import redis
 
-from embedq.config.broker import HELD_PREFIX
+from embedq.config.keys import HELD_PREFIX
 from embedq.producer import EmbeddingProducer
 from embedq.stack.services import child_pids
 from tests.conftest import unique

@@ -10,7 +10,7 @@ import pytest
 
 from embedq.config.contract import BatchMessage, SearchMessage
 from embedq.config.errors import StoreRejectedError, StoreUnavailableError
-from embedq.config.versions import Claim, Claimed, OrderKey
+from embedq.state.versions import Claim, Claimed, OrderKey
 from embedq.worker.store import InMemoryStore, Rows
 from tests.fakes import HashEncoder, MemoryRegister, make_embedder
 

@@ -6,7 +6,7 @@ import pytest
 import redis
 
 from embedq.config.errors import JobNotFoundError
-from embedq.config.jobs import JobTracker
+from embedq.state.jobs import JobTracker
 from tests.conftest import unique
 
 pytestmark = pytest.mark.integration

@@ -19,10 +19,10 @@ import pytest
 from kombu.connection import Connection
 
 from embedq.config.contract import TASK_EMBED, embed_queue
-from embedq.config.deadletters import MAX_RAW_BYTES, DeadLetter, DeadLetters
 from embedq.config.settings import Settings
 from embedq.producer import EmbeddingProducer
 from embedq.stack.services import Service
+from embedq.state.deadletters import MAX_RAW_BYTES, DeadLetter, DeadLetters
 from tests.conftest import ROOT, Servers, WorkerFactory, unique
 from tests.stack import wait_until
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from embedq.config.broker import HOLDER_KEY
+from embedq.config.keys import HOLDER
 from embedq.producer import EmbeddingProducer
 from embedq.stack.services import Service, free_port, port_is_free
 from tests.conftest import ROOT, process_env, unique
@@ -69,7 +69,7 @@ def test_a_node_killed_right_after_taking_a_batch_loses_nothing(stack: Stack) ->
         job = producer.submit(texts, ids=ids, collection=collection)
     wait_until(lambda: b"fault point: paused after taking" in paused.output(), 60, "the take")
     client = redis.Redis(port=stack.redis_port)
-    assert client.hlen(HOLDER_KEY) == 1  # recorded as held, in the step that took it
+    assert client.hlen(HOLDER) == 1  # recorded as held, in the step that took it
     # When the node is SIGKILLed there, and another node starts
     kill_node(paused)
     killed = time.monotonic()
@@ -83,7 +83,7 @@ def test_a_node_killed_right_after_taking_a_batch_loses_nothing(stack: Stack) ->
     assert stored(stack, collection) == dict(zip(ids, texts, strict=True))
     assert [n for n, holder in recovered(rescuer) if holder.startswith("paused@")] == [1]
     assert total(scrape(port), "embedq_recovered_messages_total") == 1
-    assert client.hlen("unacked") == 0 and client.hlen(HOLDER_KEY) == 0
+    assert client.hlen("unacked") == 0 and client.hlen(HOLDER) == 0
     client.close()
 
 
@@ -128,12 +128,12 @@ def test_a_long_batch_on_a_live_node_is_never_taken_by_another(stack: Stack) -> 
         os.kill(stack.store.pid, signal.SIGSTOP)
         try:
             job = producer.submit([f"long batch {i}" for i in range(200)], collection=collection)
-            wait_until(lambda: client.hlen(HOLDER_KEY) == 1, 30, "a node to take the batch")
-            holder = client.hvals(HOLDER_KEY)
+            wait_until(lambda: client.hlen(HOLDER) == 1, 30, "a node to take the batch")
+            holder = client.hvals(HOLDER)
             # When the batch runs for 4 leases
             for _ in range(12):
                 time.sleep(1)
-                assert client.hvals(HOLDER_KEY) == holder  # held by the same node throughout
+                assert client.hvals(HOLDER) == holder  # held by the same node throughout
         finally:
             os.kill(stack.store.pid, signal.SIGCONT)
         state = job.wait(timeout=120)

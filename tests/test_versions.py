@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import redis
 
-from embedq.config.versions import Claim, Claimed, OrderKey, VersionRegister, Written
+from embedq.state.versions import Claim, Claimed, OrderKey, VersionRegister, Written
 from tests.conftest import unique
 
 pytestmark = pytest.mark.integration

@@ -13,11 +13,11 @@ from typing import Any
 
 from celery import Celery, signals
 
-from embedq.config.broker import messages_restored, new_node_id
 from embedq.config.celeryconfig import make_celery
 from embedq.config.contract import served_queues
 from embedq.config.errors import ConfigError, ModelLoadError
 from embedq.config.settings import Settings
+from embedq.state.broker import messages_restored, new_node_id
 from embedq.worker import lazypandas, logs, metrics, runtime
 from embedq.worker.consumer import guarded_consumer
 from embedq.worker.encoder import check_source

@@ -4,7 +4,7 @@ one submitted for a document wins, whatever order workers take them in.
 
 How the last operation wins
 ---------------------------
-Every operation carries an order key ``(version, seq)`` (see :mod:`config.versions`). Each row
+Every operation carries an order key ``(version, seq)`` (see :mod:`embedq.state.versions`). Each row
 it writes has the primary key ``row_key(document, seq, chunk number)``, so the rows of two
 operations never overwrite each other, and the rows of any operation are known from its seq and
 chunk count alone: nothing in the protocol reads the store. An operation
@@ -57,7 +57,7 @@ from embedq.config.errors import (
     StoreUnavailableError,
 )
 from embedq.config.settings import BatchSettings
-from embedq.config.versions import Claim, Claimed, OrderKey, Written
+from embedq.state.versions import Claim, Claimed, OrderKey, Written
 from embedq.worker.chunker import Chunker, Span, fit_bytes
 from embedq.worker.encoder import Encoder, Vectors
 from embedq.worker.store import Rows, VectorStore
@@ -66,7 +66,7 @@ __all__ = ["BatchOutcome", "Embedder", "Register", "row_key"]
 
 
 class Register(Protocol):
-    """The version register (:class:`config.versions.VersionRegister` on Redis)."""
+    """The version register (:class:`embedq.state.versions.VersionRegister` on Redis)."""
 
     def next_seqs(self, count: int) -> int: ...
     def seqs_for(self, name: str, count: int) -> int: ...

@@ -5,14 +5,14 @@ The task Celery handed over takes more messages straight from its queue, up to a
 texts, and they are embedded together.
 
 Taking a message moves it, in one atomic step (a Lua script), from the queue into the broker's
-set of unacknowledged messages, in the layout of embedq's transport (config/broker.py), recorded
-as held by this node and process: a process killed at any moment leaves each message either in
-the queue or held, never nowhere. A taken message is acknowledged once its rows are stored and
-its progress recorded, and given back to the head of its queue on any failure; one whose process
-died goes back when its node notices (the node's next lease tick), one whose node died when the
-node's lease runs out. Anything that is not a plain small embed batch (a retry waiting for its
-time, an oversized, pickled or malformed message) is given back untouched, for the guarded
-consumer.
+set of unacknowledged messages, in the layout of embedq's transport (embedq/state/broker.py),
+recorded as held by this node and process: a process killed at any moment leaves each message
+either in the queue or held, never nowhere. A taken message is acknowledged once its rows are
+stored and its progress recorded, and given back to the head of its queue on any failure; one
+whose process died goes back when its node notices (the node's next lease tick), one whose node
+died when the node's lease runs out. Anything that is not a plain small embed batch (a retry
+waiting for its time, an oversized, pickled or malformed message) is given back untouched, for
+the guarded consumer.
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ import redis
 from celery import Celery
 from pydantic import ValidationError
 
-from embedq.config.broker import HOLDER_KEY, forget, give_back, held_by, held_key
 from embedq.config.contract import TASK_EMBED, BatchMessage
+from embedq.config.keys import HOLDER, held_key
+from embedq.state.broker import forget, give_back, held_by
 
 __all__ = ["Coalescer", "Taken"]
 
@@ -70,7 +71,7 @@ for i = 1, #KEYS - 4 do
     end)
     if not built then return out end
     redis.call('RPOP', KEYS[i])
-    -- 10 us apart, so that given back together they keep their order (config/broker.py)
+    -- 10 us apart, so that given back together they keep their order (embedq/state/broker.py)
     redis.call('ZADD', index, tonumber(ARGV[1]) + #out * 0.0000033, tag)
     redis.call('HSET', unacked, tag, entry)
     if ARGV[5] ~= '' then
@@ -145,7 +146,7 @@ class Coalescer:
             *lists,
             channel.unacked_key,
             channel.unacked_index_key,
-            HOLDER_KEY,
+            HOLDER,
             held_key(node),
         ]
         # One round trip takes them all; each is then read in full here.

@@ -16,8 +16,8 @@ from typing import Any
 from celery.worker.consumer import Consumer
 from kombu.exceptions import ContentDisallowed
 
-from embedq.config.deadletters import MAX_BODY_BYTES, Kind
 from embedq.config.settings import Settings
+from embedq.state.deadletters import MAX_BODY_BYTES, Kind
 from embedq.worker import runtime
 
 __all__ = ["guarded_consumer"]

@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from embedq.config.connections import redis_client
-from embedq.config.deadletters import DeadLetters
+from embedq.config.keys import UNACKED, queue_lists
 from embedq.config.settings import Settings
+from embedq.state.deadletters import DeadLetters
 
 if TYPE_CHECKING:
     from embedq.worker.batch import BatchOutcome
@@ -43,8 +44,6 @@ log = logging.getLogger(__name__)
 
 # Seconds: a batch is encoded in milliseconds to seconds; an upsert includes Milvus's flush.
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-# kombu keeps a queue's messages of priority p > 0 in "<queue>\x06\x16<p>".
-_PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
 
 
 class _Pipeline:
@@ -148,10 +147,11 @@ class _QueueCollector:
         try:
             queues = sorted(set(self._queues()))
             pipe = self._client.pipeline(transaction=False)
-            for queue in queues:
-                for suffix in _PRIORITY_SUFFIXES:
-                    pipe.llen(queue + suffix)
-            pipe.hlen("unacked")
+            lists = [queue_lists(queue) for queue in queues]
+            for each in lists:
+                for name in each:
+                    pipe.llen(name)
+            pipe.hlen(UNACKED)
             replies = pipe.execute()
             letters = DeadLetters(self._client).count()
         except redis.RedisError as exc:
@@ -159,9 +159,10 @@ class _QueueCollector:
             up.add_metric([], 0)
             yield up
             return
-        n = len(_PRIORITY_SUFFIXES)
-        for i, queue in enumerate(queues):
-            depth.add_metric([queue], sum(replies[i * n : (i + 1) * n]))
+        at = 0
+        for queue, each in zip(queues, lists, strict=True):
+            depth.add_metric([queue], sum(replies[at : at + len(each)]))
+            at += len(each)
         unacked.add_metric([], replies[-1])
         dead.add_metric([], letters)
         up.add_metric([], 1)

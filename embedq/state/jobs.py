@@ -18,6 +18,7 @@ from typing import Any, cast
 import redis
 
 from embedq.config.errors import BrokerUnavailableError, JobFailedError, JobNotFoundError
+from embedq.config.keys import job_keys, job_progress_channel
 
 __all__ = ["COUNTERS", "JobStatus", "JobTracker"]
 
@@ -146,8 +147,7 @@ class JobTracker:
 
     @staticmethod
     def _keys(job_id: str) -> list[str]:
-        base = f"embedq:job:{job_id}"
-        return [base, f"{base}:done", f"{base}:failed", f"{base}:errors"]
+        return job_keys(job_id)
 
     def create(
         self, job_id: str, collection: str, model: str, sealed: tuple[int, int] | None = None
@@ -164,7 +164,7 @@ class JobTracker:
             pipe.hset(key, mapping={"total_batches": sealed[0], "texts_total": sealed[1]})
         pipe.expire(key, self._ttl)
         if sealed is not None:
-            pipe.publish(f"{key}:progress", "sealed")
+            pipe.publish(job_progress_channel(job_id), "sealed")
         pipe.execute()
 
     def seal(self, job_id: str, total_batches: int, total_texts: int) -> None:
@@ -173,7 +173,7 @@ class JobTracker:
         pipe = self._redis.pipeline()
         pipe.hset(key, mapping={"total_batches": total_batches, "texts_total": total_texts})
         pipe.expire(key, self._ttl)
-        pipe.publish(f"{key}:progress", "sealed")
+        pipe.publish(job_progress_channel(job_id), "sealed")
         pipe.execute()
 
     @contextmanager
@@ -183,7 +183,7 @@ class JobTracker:
         missed between the two."""
         pubsub = self._redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
         try:
-            pubsub.subscribe(f"{self._keys(job_id)[0]}:progress")
+            pubsub.subscribe(job_progress_channel(job_id))
         except redis.RedisError as exc:
             pubsub.close()
             raise BrokerUnavailableError(f"cannot watch job {job_id} in Redis: {exc}") from exc

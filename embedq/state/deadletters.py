@@ -18,6 +18,8 @@ from typing import Any, Literal
 import redis
 from redis.typing import EncodableT, FieldT
 
+from embedq.config.keys import DEAD_LETTERS, dead_letter_key
+
 __all__ = ["MAX_BODY_BYTES", "MAX_RAW_BYTES", "DeadLetter", "DeadLetters", "Kind"]
 
 Kind = Literal["undecodable", "unknown-task", "invalid-message", "oversized", "failed", "rejected"]
@@ -25,7 +27,6 @@ Kind = Literal["undecodable", "unknown-task", "invalid-message", "oversized", "f
 MAX_RAW_BYTES = 64 * 1024
 #: Bodies larger than this are kept as their first MAX_RAW_BYTES only.
 MAX_BODY_BYTES = 1024 * 1024
-_INDEX = "embedq:dead"
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ class DeadLetters:
 
     @staticmethod
     def _key(letter_id: str) -> str:
-        return f"{_INDEX}:{letter_id}"
+        return dead_letter_key(letter_id)
 
     def add(
         self,
@@ -109,29 +110,29 @@ class DeadLetters:
             return letter.id
         pipe = self._redis.pipeline()
         pipe.hset(self._key(letter.id), mapping=record)
-        pipe.zadd(_INDEX, {letter.id: letter.when})
+        pipe.zadd(DEAD_LETTERS, {letter.id: letter.when})
         pipe.execute()
         self._trim()
         return letter.id
 
     def _trim(self) -> None:
-        excess = int(self._redis.zcard(_INDEX)) - self._max
+        excess = int(self._redis.zcard(DEAD_LETTERS)) - self._max
         if excess > 0:
-            oldest = [_text(i) for i in self._redis.zrange(_INDEX, 0, excess - 1)]
+            oldest = [_text(i) for i in self._redis.zrange(DEAD_LETTERS, 0, excess - 1)]
             pipe = self._redis.pipeline()
             for letter_id in oldest:
                 pipe.delete(self._key(letter_id))
-            pipe.zrem(_INDEX, *oldest)
+            pipe.zrem(DEAD_LETTERS, *oldest)
             pipe.execute()
 
     def list(self, limit: int = 50) -> list[DeadLetter]:
         """Newest first."""
-        ids = [_text(i) for i in self._redis.zrevrange(_INDEX, 0, limit - 1)]
+        ids = [_text(i) for i in self._redis.zrevrange(DEAD_LETTERS, 0, limit - 1)]
         letters = [self.get(i) for i in ids]
         return [letter for letter in letters if letter is not None]
 
     def count(self) -> int:
-        return int(self._redis.zcard(_INDEX))
+        return int(self._redis.zcard(DEAD_LETTERS))
 
     def get(self, letter_id: str) -> DeadLetter | None:
         raw = self._redis.hgetall(self._key(letter_id))
@@ -156,7 +157,7 @@ class DeadLetters:
     def remove(self, letter_id: str) -> bool:
         pipe = self._redis.pipeline()
         pipe.delete(self._key(letter_id))
-        pipe.zrem(_INDEX, letter_id)
+        pipe.zrem(DEAD_LETTERS, letter_id)
         deleted, _ = pipe.execute()
         return bool(deleted)
 

@@ -18,9 +18,10 @@ from enum import IntEnum
 
 import redis
 
+from embedq.config.keys import SEQ, seqs_key, versions_key
+
 __all__ = ["Claim", "Claimed", "OrderKey", "VersionRegister", "Written", "register_key"]
 
-_SEQ_KEY = "embedq:seq"
 
 # KEYS: the sequence counter; ARGV: how many numbers. Returns the first of ``n`` consecutive
 # numbers, each above every number handed out before and at least the server's clock in
@@ -170,7 +171,7 @@ class Claimed:
 
 
 def register_key(collection: str) -> str:
-    return f"embedq:versions:{collection}"
+    return versions_key(collection)
 
 
 class VersionRegister:
@@ -185,11 +186,11 @@ class VersionRegister:
 
     def next_seqs(self, count: int) -> int:
         """The first of ``count`` fresh sequence numbers, greater than every one before."""
-        return int(self._next(keys=[_SEQ_KEY], args=[count]))
+        return int(self._next(keys=[SEQ], args=[count]))
 
     def seqs_for(self, name: str, count: int) -> int:
         """:meth:`next_seqs` for the batch called ``name``, the same numbers on every call."""
-        return int(self._for(keys=[_SEQ_KEY, f"embedq:seqs:{name}"], args=[count, _FOR_TTL]))
+        return int(self._for(keys=[SEQ, seqs_key(name)], args=[count, _FOR_TTL]))
 
     def claim(self, collection: str, ops: Sequence[tuple[str, OrderKey, int]]) -> list[Claimed]:
         """Claim each ``(document id, order key, chunk count)``, atomically and in order."""

@@ -12,9 +12,9 @@ from typing import Any
 
 import redis
 
-__all__ = ["CollectionRegistry"]
+from embedq.config.keys import COLLECTIONS
 
-_KEY = "embedq:collections"
+__all__ = ["CollectionRegistry"]
 
 
 class CollectionRegistry:
@@ -22,14 +22,14 @@ class CollectionRegistry:
         self._redis = client
 
     def record(self, collection: str, model: dict[str, Any]) -> None:
-        self._redis.hset(_KEY, collection, json.dumps(model, sort_keys=True))
+        self._redis.hset(COLLECTIONS, collection, json.dumps(model, sort_keys=True))
 
     def get(self, collection: str) -> dict[str, Any] | None:
-        raw = self._redis.hget(_KEY, collection)
+        raw = self._redis.hget(COLLECTIONS, collection)
         if raw is None:
             return None
         value: dict[str, Any] = json.loads(raw)
         return value
 
     def forget(self, collection: str) -> None:
-        self._redis.hdel(_KEY, collection)
+        self._redis.hdel(COLLECTIONS, collection)

@@ -42,19 +42,23 @@ from kombu.utils.encoding import bytes_to_str as _bytes_to_str
 from kombu.utils.json import dumps as _dumps
 from kombu.utils.json import loads as _loads
 
-from embedq.config.deadletters import DeadLetters
+from embedq.config.keys import (
+    BELL_PREFIX,
+    HELD_PREFIX,
+    HOLDER,
+    NODES,
+    UNACKED,
+    UNACKED_INDEX,
+    bell_key,
+    held_key,
+    hold_key,
+)
+from embedq.state.deadletters import DeadLetters
 
 __all__ = [
-    "BELL_PREFIX",
-    "HELD_PREFIX",
-    "HOLDER_KEY",
-    "HOLD_PREFIX",
-    "NODES_KEY",
     "Channel",
     "Restored",
     "Transport",
-    "bell_key",
-    "held_key",
     "messages_restored",
     "new_node_id",
     "renew_lease",
@@ -71,30 +75,12 @@ bytes_to_str: Callable[[Any], str] = _bytes_to_str
 dumps: Callable[[Any], str] = _dumps
 loads: Callable[[str], Any] = _loads
 
-#: Sorted set: node -> the Redis time (ms) its lease runs out.
-NODES_KEY = "embedq:nodes"
-#: Hash: delivery tag -> the node holding that message.
-HOLDER_KEY = "embedq:holder"
-#: One hash per node: delivery tag -> "<pid> <bytes of the message> <list it came from>".
-HELD_PREFIX = "embedq:held:"
-#: Set for a lease when a node finds its own lease had run out: it restores nobody meanwhile.
-HOLD_PREFIX = "embedq:hold:"
-#: One stream per queue, rung after each push so that idle consumers wake up.
-BELL_PREFIX = "embedq:bell:"
 #: Entries a bell keeps (approximately): it is a wake-up call, not a log.
 BELL_LENGTH = 64
 
 #: Sent (``sender`` = node id) after messages were given back: ``count`` of them, held by
 #: ``holder`` (a dead node, or "<node> pid <pid>" for a dead pool process).
 messages_restored = Signal(name="embedq_messages_restored", providing_args={"holder", "count"})
-
-
-def held_key(node: str) -> str:
-    return HELD_PREFIX + node
-
-
-def bell_key(queue: str) -> str:
-    return BELL_PREFIX + queue
 
 
 def new_node_id(hostname: str) -> str:
@@ -311,20 +297,16 @@ class Restored:
     count: int
 
 
-def hold_key(node: str) -> str:
-    return HOLD_PREFIX + node
-
-
 def renew_lease(client: redis.Redis, node: str, lease_seconds: float) -> None:
-    client.eval(_RENEW, 2, NODES_KEY, hold_key(node), node, int(lease_seconds * 1000))
+    client.eval(_RENEW, 2, NODES, hold_key(node), node, int(lease_seconds * 1000))
 
 
 def restore_dead_nodes(
-    client: redis.Redis, own: str = "", unacked: str = "unacked", index: str = "unacked_index"
+    client: redis.Redis, own: str = "", unacked: str = UNACKED, index: str = UNACKED_INDEX
 ) -> list[Restored]:
     """Give back the messages of every node whose lease has run out (``own`` excepted)."""
     sep = kombu_redis.Channel.sep
-    keys = [NODES_KEY, HOLDER_KEY, unacked, index, hold_key(own)]
+    keys = [NODES, HOLDER, unacked, index, hold_key(own)]
     args = [own, HELD_PREFIX, BELL_PREFIX, sep, DEAD_NODE_GRACE_MS]
     found = client.eval(_RESTORE_DEAD, len(keys), *keys, *args)
     pairs = [(bytes_to_str(found[i]), int(found[i + 1])) for i in range(0, len(found), 2)]
@@ -333,7 +315,7 @@ def restore_dead_nodes(
 
 def held_by(client: redis.Redis, node: str) -> dict[str, int]:
     """The messages ``node`` holds: tag -> the pid of the process that took it."""
-    entries = client.eval(_OWN, 2, HOLDER_KEY, held_key(node), node)
+    entries = client.eval(_OWN, 2, HOLDER, held_key(node), node)
     return {
         bytes_to_str(entries[i]): int(bytes_to_str(entries[i + 1]).split(" ", 1)[0])
         for i in range(0, len(entries), 2)
@@ -346,8 +328,8 @@ def restore_orphans(
     main_pid: int,
     alive: Callable[[int], bool],
     known: Callable[[], set[str]] | None = None,
-    unacked: str = "unacked",
-    index: str = "unacked_index",
+    unacked: str = UNACKED,
+    index: str = UNACKED_INDEX,
 ) -> list[Restored]:
     """Give back what this node holds but nobody will finish: messages its dead pool processes
     took (the node lives, so its lease would keep them held) and, with ``known`` (the tags the
@@ -372,13 +354,13 @@ def give_back(
     client: redis.Redis,
     node: str,
     tags: Sequence[str],
-    unacked: str = "unacked",
-    index: str = "unacked_index",
+    unacked: str = UNACKED,
+    index: str = UNACKED_INDEX,
 ) -> int:
     """Give back messages this node holds, to the head of their lists, in the order taken."""
     if not tags:
         return 0
-    keys = [HOLDER_KEY, unacked, index, held_key(node)]
+    keys = [HOLDER, unacked, index, held_key(node)]
     sep = kombu_redis.Channel.sep
     return int(client.eval(_GIVE_BACK, len(keys), *keys, node, BELL_PREFIX, sep, *tags))
 
@@ -387,7 +369,7 @@ def forget(pipe: Any, node: str, tags: Iterable[str]) -> Any:
     """Add to ``pipe`` the removal of the holder records of acknowledged messages."""
     tags = list(tags)
     if tags:
-        pipe.hdel(HOLDER_KEY, *tags)
+        pipe.hdel(HOLDER, *tags)
         if node:
             pipe.hdel(held_key(node), *tags)
     return pipe
@@ -497,7 +479,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             *lists,
             self.unacked_key,
             self.unacked_index_key,
-            HOLDER_KEY,
+            HOLDER,
             held_key(node),
             *(bell_key(q) for q in queues),
         ]
