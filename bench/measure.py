@@ -215,7 +215,7 @@ def embedq_ingest(
     stack.create_collection(collection, info)
     timeout = max(300.0, len(corpus) / 20)
     parts = stack.processes()
-    with EmbeddingProducer(stack.settings(batch_size=batch_size)) as producer:
+    with EmbeddingProducer(stack.settings(batch={"size": batch_size})) as producer:
         before = _cpu(parts)
         started = time.perf_counter()
         job = producer.submit(corpus.texts, ids=corpus.ids, collection=collection)

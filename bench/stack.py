@@ -1,6 +1,7 @@
-"""The servers a benchmark run measures against, started as the embedded stack starts them
-(worker.services): one Redis, one Milvus Lite server, and Celery worker pools started and stopped
-per worker count. Free loopback ports, a temporary directory, everything stopped in ``close``."""
+"""The servers a benchmark run measures against: the local stack of ``embedq standalone``
+(embedq.stack.local), one Redis, one Milvus Lite server, and Celery worker pools started and
+stopped per worker count. Free loopback ports, a temporary directory, everything stopped in
+``close``."""
 
 from __future__ import annotations
 
@@ -14,18 +15,10 @@ from typing import Any
 
 from bench.corpus import ROOT
 from embedq.config.celeryconfig import make_celery
-from embedq.config.contract import embed_queue, search_queue
-from embedq.config.settings import Settings, load_settings
-from embedq.stack.services import (
-    MILVUS_LITE_STOP_SIGNAL,
-    Service,
-    child_pids,
-    free_port,
-    milvus_lite_command,
-    redis_command,
-    wait_for_port,
-    worker_command,
-)
+from embedq.config.contract import embed_queue
+from embedq.config.settings import Settings
+from embedq.stack.local import LocalStack
+from embedq.stack.services import Service, child_pids
 from embedq.worker.encoder import ModelInfo
 from embedq.worker.milvus import MilvusStore
 
@@ -41,16 +34,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-class Stack:
+class Stack(LocalStack):
     """Redis + Milvus Lite server now; worker pools on demand."""
 
     def __init__(self, root: Path, model_source: str, model_name: str) -> None:
-        self.root = root
+        # Workers run in the run's folder, not the repository: a developer's .env there must
+        # not reach them.
+        super().__init__(root, cwd=root)
         self.model_source = model_source
         self.model_name = model_name
-        self.redis_url = ""
-        self.milvus_uri = ""
-        self._services: list[Service] = []
         self.pool: Service | None = None
         self._node = ""
 
@@ -73,37 +65,14 @@ class Stack:
         self.close()
 
     def start(self) -> None:
-        import redis
-
-        logs = self.root / "logs"
-        redis_port = free_port()
-        store = Service("redis", redis_command(redis_port, self.root / "redis"), logs / "redis.log")
-        self._services.append(store)
-        client = redis.Redis(port=redis_port, socket_timeout=1)
-        try:
-            store.wait_ready(lambda: bool(client.ping()), timeout=20)
-        finally:
-            client.close()
-        self.redis_url = f"redis://127.0.0.1:{redis_port}/0"
-
-        milvus_port = free_port()
-        milvus = Service(
-            "milvus-lite",
-            milvus_lite_command(milvus_port, self.root / "milvus"),
-            logs / "milvus.log",
-            stop_signal=MILVUS_LITE_STOP_SIGNAL,
-        )
-        self._services.append(milvus)
-        milvus.wait_ready(lambda: wait_for_port("127.0.0.1", milvus_port), timeout=60)
-        self.milvus_uri = f"http://127.0.0.1:{milvus_port}"
+        self.start_redis(timeout=20)
+        self.start_milvus(timeout=60)
 
     def close(self) -> None:
         # Workers first (they may still write), then Milvus (SIGINT: it closes its files), then
         # Redis; each stop waits and kills what does not stop, so nothing outlives the run.
-        self.stop_workers()
-        for service in reversed(self._services):
-            service.stop(timeout=30)
-        self._services.clear()
+        self.stop(worker_grace=60)
+        self.pool = None
 
     # -- settings and environment ------------------------------------------------------------
 
@@ -121,15 +90,10 @@ class Stack:
         env.update(extra)
         return env
 
-    def settings(self, batch_size: int | None = None) -> Settings:
-        overrides: dict[str, Any] = {
-            "redis": {"url": self.redis_url},
-            "milvus": {"uri": self.milvus_uri},
-            "model": {"source": self.model_source, "name": self.model_name},
-        }
-        if batch_size is not None:
-            overrides["batch"] = {"size": batch_size}
-        return load_settings(**overrides)
+    def settings(self, **overrides: object) -> Settings:
+        """Settings of this stack and model; ``batch={"size": n}`` and the like override."""
+        model = {"source": self.model_source, "name": self.model_name}
+        return super().settings(**({"model": model} | overrides))
 
     # -- workers -----------------------------------------------------------------------------
 
@@ -138,24 +102,8 @@ class Stack:
         its model (so load time is never counted as ingest time); ``env``: more settings."""
         self.stop_workers()
         self._node = f"bench{concurrency}_{os.getpid()}"
-        queues = [embed_queue(self.model_name), search_queue(self.model_name)]
-        pool = Service(
-            self._node,
-            worker_command(queues, concurrency, node=f"{self._node}@%h"),
-            self.root / "logs" / f"{self._node}.log",
-            env=self.env(**env),
-            # Not the repository: a developer's .env there must not reach the workers.
-            cwd=self.root,
-        )
+        pool = self.start_worker(self._node, concurrency, models=(), env=env)
         self.pool = pool
-        control = make_celery(self.settings())
-        destination = [f"{self._node}@{socket.gethostname()}"]
-        try:
-            pool.wait_ready(
-                lambda: bool(control.control.ping(destination, timeout=0.5)), timeout=120
-            )
-        finally:
-            control.close()
         loaded = re.compile(rb"loaded model")
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -173,8 +121,9 @@ class Stack:
         found: dict[str, list[int]] = {"producer": [os.getpid()]}
         if self.pool is not None:
             found["workers"] = [self.pool.pid, *child_pids(self.pool.pid)]
-        for service in self._services:
-            found[service.name] = [service.pid]
+        for service in (self.redis, self.milvus):
+            if service is not None:
+                found[service.name] = [service.pid]
         return found
 
     def consume(self, on: bool) -> None:
@@ -198,7 +147,7 @@ class Stack:
         from embedq.producer import EmbeddingProducer
 
         self.create_collection(collection, model)
-        with EmbeddingProducer(self.settings(batch_size=1)) as producer:
+        with EmbeddingProducer(self.settings(batch={"size": 1})) as producer:
             texts = [f"warm-up text {i}" for i in range(batches)]
             producer.submit(texts, collection=collection).wait(timeout=120, poll=0.01)
 
@@ -230,6 +179,7 @@ class Stack:
     def stop_workers(self) -> None:
         if self.pool is not None:
             self.pool.stop(timeout=60)
+            self.workers.remove(self.pool)
             self.pool = None
 
     # -- Milvus ------------------------------------------------------------------------------

@@ -4,7 +4,6 @@ started on free loopback ports and always stopped."""
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import time
 import uuid
@@ -16,18 +15,11 @@ import pytest
 import redis
 
 from embedq.config.celeryconfig import make_celery
-from embedq.config.contract import TASK_EMBED, embed_queue, search_queue
-from embedq.config.settings import Settings, load_settings
+from embedq.config.contract import TASK_EMBED, embed_queue
+from embedq.config.settings import Settings
 from embedq.producer import Job
-from embedq.stack.services import (
-    MILVUS_LITE_STOP_SIGNAL,
-    Service,
-    free_port,
-    milvus_lite_command,
-    redis_command,
-    wait_for_port,
-    worker_command,
-)
+from embedq.stack.local import LocalStack
+from embedq.stack.services import Service
 from embedq.state.jobs import JobTracker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,98 +96,52 @@ def queue_raw_batch(settings: Settings, body: dict[str, Any], copies: int = 1) -
 # -- servers ---------------------------------------------------------------------------------
 
 
-class Servers:
-    """Addresses of the running test servers and the environment that points at them."""
-
-    def __init__(self, redis_url: str, milvus_uri: str, logs: Path) -> None:
-        self.redis_url = redis_url
-        self.milvus_uri = milvus_uri
-        self.logs = logs
+class Servers(LocalStack):
+    """The session's Redis and Milvus Lite server, shared by the tests that need no faults,
+    and worker nodes started on them."""
 
     def env(self, **extra: str) -> dict[str, str]:
         return process_env(self.redis_url, self.milvus_uri, extra)
 
-    def settings(self, **overrides: object) -> Settings:
-        base: dict[str, object] = {
-            "redis": {"url": self.redis_url},
-            "milvus": {"uri": self.milvus_uri},
-        }
-        base.update(overrides)
-        return load_settings(**base)
-
 
 @pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    data = tmp_path_factory.mktemp("redis")
-    port = free_port()
-    service = Service("redis", redis_command(port, data), data / "redis.log")
-    client = redis.Redis(port=port, socket_timeout=1)
+def local_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    stack = Servers(tmp_path_factory.mktemp("servers"), cwd=ROOT)
     try:
-        service.wait_ready(lambda: bool(client.ping()), timeout=20)
-        yield f"redis://127.0.0.1:{port}/0"
+        yield stack
     finally:
-        client.close()
-        service.stop(timeout=10)
+        stack.stop(worker_grace=30)
 
 
 @pytest.fixture(scope="session")
-def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    data = tmp_path_factory.mktemp("milvus")
-    port = free_port()
-    service = Service(
-        "milvus-lite",
-        milvus_lite_command(port, data / "data"),
-        data / "milvus.log",
-        stop_signal=MILVUS_LITE_STOP_SIGNAL,
-    )
-    try:
-        service.wait_ready(lambda: wait_for_port("127.0.0.1", port), timeout=60)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        service.stop(timeout=20)
+def redis_server(local_servers: Servers) -> str:
+    local_servers.start_redis()
+    return local_servers.redis_url
 
 
 @pytest.fixture(scope="session")
-def servers(
-    redis_server: str, milvus_server: str, tmp_path_factory: pytest.TempPathFactory
-) -> Servers:
-    return Servers(redis_server, milvus_server, tmp_path_factory.mktemp("logs"))
+def milvus_server(local_servers: Servers) -> str:
+    local_servers.start_milvus()
+    return local_servers.milvus_uri
+
+
+@pytest.fixture(scope="session")
+def servers(redis_server: str, milvus_server: str, local_servers: Servers) -> Servers:
+    return local_servers
 
 
 WorkerFactory = Callable[..., Service]
 
 
 @pytest.fixture(scope="session")
-def start_worker(servers: Servers) -> Iterator[WorkerFactory]:
-    """Start real ``celery worker`` processes; each is stopped at the end of the session."""
-    started: list[Service] = []
+def start_worker(servers: Servers) -> WorkerFactory:
+    """Start real ``celery worker`` processes (``env``: their settings); each is stopped at
+    the end of the session."""
 
     def start(concurrency: int = 2, node: str | None = None, **env: str) -> Service:
-        name = node or unique("w")
-        model = env.get("EMBEDQ_MODEL__NAME", servers.settings().model.name)
-        queues = [embed_queue(model), search_queue(model)]
-        log = servers.logs / f"{name}.log"
-        service = Service(
-            name,
-            worker_command(queues, concurrency, node=f"{name}@%h"),
-            log,
-            env=servers.env(**env),
-            cwd=ROOT,
-        )
-        started.append(service)
-        control = make_celery(
-            servers.settings(redis={"url": env.get("EMBEDQ_REDIS__URL", servers.redis_url)})
-        )
-        destination = [f"{name}@{socket.gethostname()}"]
-        service.wait_ready(
-            lambda: bool(control.control.ping(destination, timeout=0.5)), timeout=120
-        )
-        control.close()
-        return service
+        return servers.start_worker(node or unique("w"), concurrency, env=env)
 
-    yield start
-    for service in started:
-        service.stop(timeout=30)
+    return start
 
 
 @pytest.fixture(scope="session")

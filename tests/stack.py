@@ -7,33 +7,30 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
-from embedq.config.celeryconfig import make_celery
-from embedq.config.contract import embed_queue, search_queue
-from embedq.config.settings import Settings, load_settings
-from embedq.stack.services import (
-    MILVUS_LITE_STOP_SIGNAL,
-    Service,
-    free_port,
-    milvus_lite_command,
-    redis_command,
-    wait_for_port,
-    worker_command,
-)
+from embedq.config.settings import Settings
+from embedq.stack.local import LocalStack
+from embedq.stack.services import Service, wait_for_port
 from embedq.state.jobs import JobStatus, JobTracker
 from tests.conftest import ROOT, milvus_client, process_env
 
 #: Short timeouts so that recovery happens within a test: redelivery after 25 s, retries at
 #: most 3 s apart and many of them, so that a store outage of a few seconds is ridden out.
+FAULT_WORKER = {
+    "time_limit": 10,
+    "soft_time_limit": 8,
+    "retry_backoff_max": 3,
+    "max_retries": 60,
+    "visibility_timeout": 25,
+}
 FAULT_SETTINGS = {
     "EMBEDQ_WORKER__TIME_LIMIT": "10",
     "EMBEDQ_WORKER__SOFT_TIME_LIMIT": "8",
@@ -58,86 +55,53 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
-class Stack:
+class Stack(LocalStack):
+    """A local stack (Redis, a store, worker nodes) for one test, with short fault timeouts;
+    its store is embedq's Milvus Lite server or (``store="server"``) a real Milvus server."""
+
     def __init__(self, root: Path, store: str = "lite", milvus_auth: bool = False) -> None:
-        self.root = root
+        super().__init__(root, logs=root, cwd=ROOT)
         self.store_kind = store
         self.milvus_auth = milvus_auth
-        self.redis_port = free_port()
-        self.milvus_port = free_port()
-        self.redis: Service | None = None
-        self.store: Service | None = None
-        self.workers: list[Service] = []
+
+    @property
+    def store(self) -> Service | None:
+        return self.milvus
 
     # -- settings ---------------------------------------------------------------------------
-
-    @property
-    def redis_url(self) -> str:
-        return f"redis://127.0.0.1:{self.redis_port}/0"
-
-    @property
-    def milvus_uri(self) -> str:
-        return f"http://127.0.0.1:{self.milvus_port}"
 
     def env(self, **extra: str) -> dict[str, str]:
         return process_env(self.redis_url, self.milvus_uri, FAULT_SETTINGS | extra)
 
-    def settings(self) -> Settings:
-        return load_settings(
-            redis={"url": self.redis_url},
-            milvus={"uri": self.milvus_uri, "timeout": 5},
-            worker={
-                "time_limit": 10,
-                "soft_time_limit": 8,
-                "retry_backoff_max": 3,
-                "max_retries": 60,
-                "visibility_timeout": 25,
-            },
-        )
-
-    # -- Redis ------------------------------------------------------------------------------
-
-    def start_redis(self) -> Service:
-        self.redis = Service(
-            "redis", redis_command(self.redis_port, self.root / "redis"), self.root / "redis.log"
-        )
-        client = redis.Redis(port=self.redis_port, socket_timeout=1)
-        self.redis.wait_ready(lambda: bool(client.ping()), timeout=30)
-        client.close()
-        return self.redis
+    def settings(self, **overrides: object) -> Settings:
+        sections: dict[str, object] = {"milvus": {"timeout": 5}, "worker": FAULT_WORKER}
+        for section, values in overrides.items():
+            known = sections.get(section)
+            if isinstance(known, dict) and isinstance(values, dict):
+                sections[section] = known | values
+            else:
+                sections[section] = values
+        return super().settings(**sections)
 
     # -- the vector store -------------------------------------------------------------------
 
     def start_store(self) -> Service:
         if self.store_kind == "lite":
-            self.store = Service(
-                "milvus-lite",
-                milvus_lite_command(self.milvus_port, self.root / "milvus"),
-                self.root / "milvus.log",
-                stop_signal=MILVUS_LITE_STOP_SIGNAL,
-            )
-            timeout = 60.0
-        else:
-            # A genuine `milvus run standalone` from the PyPI `milvus` package, on the same
-            # port at every restart (see tests/milvus_server.py).
-            script = str(ROOT / "tests" / "milvus_server.py")
-            self.store = Service(
-                "milvus",
-                [
-                    sys.executable,
-                    script,
-                    str(self.root / "milvus-server"),
-                    str(self.milvus_port),
-                    *(["--auth"] if self.milvus_auth else []),
-                ],
-                self.root / "milvus-server.log",
-                group=True,
-            )
-            timeout = 180.0
-        self.store.wait_ready(self._store_answers, timeout)
-        return self.store
+            return self.start_milvus()
+        # A genuine `milvus run standalone` from the PyPI `milvus` package, on the same port at
+        # every restart (see tests/milvus_server.py).
+        script = str(ROOT / "tests" / "milvus_server.py")
+        self.milvus = Service(
+            "milvus",
+            [sys.executable, script, str(self.root / "milvus-server"), str(self.milvus_port),
+             *(["--auth"] if self.milvus_auth else [])],
+            self.root / "milvus-server.log",
+            group=True,
+        )  # fmt: skip
+        self.milvus.wait_ready(self._server_answers, 180.0)
+        return self.milvus
 
-    def _store_answers(self) -> bool:
+    def _server_answers(self) -> bool:
         """Ready when a client call succeeds: an open port alone is not a serving Milvus."""
         if not wait_for_port("127.0.0.1", self.milvus_port):
             return False
@@ -150,31 +114,6 @@ class Stack:
         finally:
             client.close()
         return True
-
-    # -- workers ----------------------------------------------------------------------------
-
-    def start_worker(
-        self, node: str, concurrency: int = 2, models: Sequence[str] = (), **env: str
-    ) -> Service:
-        """A worker node serving ``models`` (names; the default model when empty)."""
-        settings = self.settings()
-        names = list(models) or [settings.model.name]
-        queues = [queue for name in names for queue in (embed_queue(name), search_queue(name))]
-        if models:
-            env = {"EMBEDQ_WORKER__MODELS": ",".join(models), **env}
-        service = Service(
-            node,
-            worker_command(queues, concurrency, node=f"{node}@%h"),
-            self.root / f"{node}.log",
-            env=self.env(**env),
-            cwd=ROOT,
-        )
-        self.workers.append(service)
-        control = make_celery(settings)
-        destination = [f"{node}@{socket.gethostname()}"]
-        service.wait_ready(lambda: bool(control.control.ping(destination, timeout=0.5)), 120)
-        control.close()
-        return service
 
     def milvus_client(self) -> Any:
         return milvus_client(self.milvus_uri)
@@ -208,23 +147,10 @@ class Stack:
         wait_until(finished, timeout, f"jobs {job_ids} to finish")
         return [s for s in (self.status(j) for j in job_ids) if s is not None]
 
-    def stop(self) -> None:
-        # Workers are killed: their warm shutdown is tested where it matters, and here it
-        # would only wait on batches nobody checks any more.
-        for node in self.workers:
-            if node.alive():
-                node.kill()
-            else:
-                node.stop(timeout=1)
-        # The store is killed too: its data is thrown away with the test's folder, and Milvus
-        # Lite's graceful stop (tested where it matters) can take a minute after a heavy test.
-        if self.store is not None:
-            if self.store.alive():
-                self.store.kill()
-            else:
-                self.store.stop(timeout=1)
-        if self.redis is not None:
-            self.redis.stop(timeout=60 if self.redis.alive() else 1)
+    def close(self) -> None:
+        # Workers and the store are killed: warm shutdown and Milvus Lite's graceful stop are
+        # tested where they matter; here they would only wait on data nobody reads again.
+        self.stop(kill=True)
 
 
 def running(stack: Stack) -> Iterator[Stack]:
@@ -234,7 +160,7 @@ def running(stack: Stack) -> Iterator[Stack]:
     try:
         yield stack
     finally:
-        stack.stop()
+        stack.close()
 
 
 def kill_node(node: Service, sig: int = signal.SIGKILL) -> None:

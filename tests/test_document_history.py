@@ -200,7 +200,7 @@ def held_pids(stack: Stack) -> set[int]:
 
 
 def run_history(stack: Stack) -> None:
-    node = stack.start_worker("history", concurrency=2, **CHUNKS)
+    node = stack.start_worker("history", concurrency=2, env=CHUNKS)
     collection = unique("history")
     model = Model({}, threading.Lock())
     lock = threading.Lock()
@@ -293,7 +293,7 @@ def test_a_write_overtaken_between_its_claim_and_its_write_removes_its_own_rows(
     version 1 had (nothing, yet). Version 1's rows must not survive."""
     stack = lite_stack
     slow = stack.start_worker(
-        "slow", concurrency=1, EMBEDQ_WORKER__PAUSE_BEFORE_WRITE="6", **CHUNKS
+        "slow", concurrency=1, env={"EMBEDQ_WORKER__PAUSE_BEFORE_WRITE": "6", **CHUNKS}
     )
     collection = unique("race")
     with EmbeddingProducer(stack.settings()) as producer:
@@ -303,7 +303,7 @@ def test_a_write_overtaken_between_its_claim_and_its_write_removes_its_own_rows(
         )
         wait_until(lambda: b"job_id" not in slow.output() and _holds(stack), 30, "the claim")
         time.sleep(1)  # the slow worker has claimed and is paused before writing
-        stack.start_worker("fast", concurrency=1, **CHUNKS)
+        stack.start_worker("fast", concurrency=1, env=CHUNKS)
         second = producer.submit_documents(
             [{"id": "d", "text": "version two", "version": 2}], collection=collection
         )

@@ -154,7 +154,7 @@ def test_a_batch_delivered_twice_is_stored_and_counted_once(stack: Stack) -> Non
     even at the same moment in two processes."""
     # Coalescing off: each copy runs as a task of its own (the duplicates of one group are
     # tested in test_batch).
-    stack.start_worker("twice", concurrency=2, EMBEDQ_WORKER__COALESCE_TEXTS="0")
+    stack.start_worker("twice", concurrency=2, env={"EMBEDQ_WORKER__COALESCE_TEXTS": "0"})
     settings = stack.settings()
     collection = unique("twice")
     texts_ = [f"delivered twice {i}" for i in range(200)]

@@ -46,7 +46,7 @@ def total(samples: Samples, name: str, **labels: str) -> float:
 
 def test_the_metrics_of_a_worker_node_move_with_its_work(stack: Stack) -> None:
     port = free_port()
-    stack.start_worker("metered", concurrency=2, EMBEDQ_METRICS__PORT=str(port))
+    stack.start_worker("metered", concurrency=2, env={"EMBEDQ_METRICS__PORT": str(port)})
     settings = stack.settings()
     queue = embed_queue(settings.model.name)
 

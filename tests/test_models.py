@@ -79,7 +79,7 @@ def start_fleet(stack: Stack, folder: Path) -> tuple[Any, Any]:
         "small-node",
         concurrency=1,
         models=[SMALL],
-        EMBEDQ_MODELS__SMALL__SOURCE=str(folder),
+        env={"EMBEDQ_MODELS__SMALL__SOURCE": str(folder)},
     )
     return default_node, small_node
 

@@ -61,7 +61,9 @@ def stored(stack: Stack, collection: str) -> dict[str, str]:
 def test_a_node_killed_right_after_taking_a_batch_loses_nothing(stack: Stack) -> None:
     # Given a node that stops right after it takes a message from the queue (a fault point:
     # with kombu's own BRPOP, the message would then exist only in this process's memory)
-    paused = stack.start_worker("paused", concurrency=1, EMBEDQ_WORKER__PAUSE_AFTER_TAKE="3600")
+    paused = stack.start_worker(
+        "paused", concurrency=1, env={"EMBEDQ_WORKER__PAUSE_AFTER_TAKE": "3600"}
+    )
     collection = unique("taken")
     texts = [f"taken and killed {i}" for i in range(600)]
     ids = [f"k-{i}" for i in range(600)]
@@ -74,7 +76,7 @@ def test_a_node_killed_right_after_taking_a_batch_loses_nothing(stack: Stack) ->
     kill_node(paused)
     killed = time.monotonic()
     port = free_port()
-    rescuer = stack.start_worker("rescuer", concurrency=1, EMBEDQ_METRICS__PORT=str(port))
+    rescuer = stack.start_worker("rescuer", concurrency=1, env={"EMBEDQ_METRICS__PORT": str(port)})
     # Then the message comes back and every batch is stored, once
     state = job.wait(timeout=120)
     seconds = time.monotonic() - killed
@@ -118,7 +120,7 @@ def test_a_long_batch_on_a_live_node_is_never_taken_by_another(stack: Stack) -> 
         "EMBEDQ_WORKER__SOFT_TIME_LIMIT": "50",
         "EMBEDQ_WORKER__VISIBILITY_TIMEOUT": "200",
     }
-    nodes = [stack.start_worker(name, concurrency=1, **slow) for name in ("one", "two")]
+    nodes = [stack.start_worker(name, concurrency=1, env=slow) for name in ("one", "two")]
     collection = unique("long")
     client = redis.Redis(port=stack.redis_port)
     with EmbeddingProducer(stack.settings()) as producer:

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from embedq.cli.deadletters import dead_letters
-from embedq.cli.extras import require
 from embedq.cli.exits import EXIT_FAILED, EXIT_INPUT, EXIT_TIMEOUT, EXIT_UNAVAILABLE, fail
+from embedq.cli.extras import require
 from embedq.cli.ingest import delete_ids, ingest
 from embedq.cli.lookup import search, status
 from embedq.cli.models import list_models

@@ -27,9 +27,7 @@ class MissingExtraError(ConfigError):
 
 def require(command: str, *extras: str) -> None:
     """Raise :class:`MissingExtraError` naming every extra ``command`` needs and lacks."""
-    missing = [
-        extra for extra in extras if any(find_spec(name) is None for name in EXTRAS[extra])
-    ]
+    missing = [extra for extra in extras if any(find_spec(name) is None for name in EXTRAS[extra])]
     if missing:
         names = " and ".join(missing)
         plural = "s" if len(missing) > 1 else ""

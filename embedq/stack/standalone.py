@@ -10,30 +10,18 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sys
 import threading
-import time
 from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit
 
-from embedq.config.celeryconfig import make_celery
 from embedq.config.connections import redis_client
 from embedq.config.contract import served_queues
 from embedq.config.errors import ConfigError
 from embedq.config.settings import Settings
-from embedq.stack.services import (
-    MILVUS_LITE_STOP_SIGNAL,
-    Service,
-    ServiceError,
-    flower_command,
-    milvus_lite_command,
-    port_is_free,
-    redis_command,
-    wait_for_port,
-    worker_command,
-)
+from embedq.stack.local import LocalStack
+from embedq.stack.services import Service, ServiceError, port_is_free
 from embedq.state.broker import restore_dead_nodes
 
 __all__ = ["run_standalone"]
@@ -73,7 +61,6 @@ def run_standalone(
     count = workers or settings.standalone.workers
     redis_host, redis_port = _local_endpoint(settings.redis.url, "EMBEDQ_REDIS__URL", 6379)
     milvus_host, milvus_port = _local_endpoint(settings.milvus.uri, "EMBEDQ_MILVUS__URI", 19530)
-    logs = data / "logs"
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -83,70 +70,44 @@ def run_standalone(
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
 
-    services: list[Service] = []
+    password = settings.redis.password.get_secret_value() if settings.redis.password else None
+    stack = LocalStack(
+        data,
+        host=redis_host,
+        redis_port=redis_port,
+        milvus_port=milvus_port,
+        redis_password=password,
+        cancelled=stop.is_set,
+        settings=settings,
+    )
     try:
-        password = settings.redis.password.get_secret_value() if settings.redis.password else None
-        store = Service(
-            "redis",
-            redis_command(redis_port, data / "redis", redis_host, password),
-            logs / "redis.log",
-        )
-        services.append(store)
-        client = redis_client(settings.redis)
-        store.wait_ready(lambda: bool(client.ping()), timeout=20, cancelled=stop.is_set)
+        stack.start_redis(timeout=20)
         _say(f"redis ready on {redis_host}:{redis_port} (AOF in {data / 'redis'})")
         # Batches the previous run's workers held when it died go back to the queue now, if
         # their lease has run out (the new workers look again every few seconds).
+        client = redis_client(settings.redis)
         for found in restore_dead_nodes(client):
             _say(f"recovered {found.count} batch(es) held by {found.holder}, which is gone")
         client.close()
 
-        milvus = Service(
-            "milvus-lite",
-            milvus_lite_command(milvus_port, data / "milvus", milvus_host),
-            logs / "milvus.log",
-            stop_signal=MILVUS_LITE_STOP_SIGNAL,
-        )
-        services.append(milvus)
-        milvus.wait_ready(
-            lambda: wait_for_port(milvus_host, milvus_port), timeout=60, cancelled=stop.is_set
-        )
+        stack.start_milvus(timeout=60)
         _say(f"milvus lite ready on {milvus_host}:{milvus_port} (data in {data / 'milvus'})")
 
-        node = f"standalone-{os.getpid()}"
-        pool = Service(
-            "worker",
-            worker_command(
-                served_queues(settings),
-                count,
-                node=f"{node}@%h",
-                log_level=settings.worker.log_level,
-            ),
-            logs / "worker.log",
+        stack.start_worker(
+            f"standalone-{os.getpid()}",
+            count,
+            queues=served_queues(settings),
+            log_level=settings.worker.log_level,
         )
-        services.append(pool)
-        control = make_celery(settings)
-        pool.wait_ready(
-            lambda: bool(control.control.ping([f"{node}@{socket.gethostname()}"], timeout=0.5)),
-            timeout=120,
-            cancelled=stop.is_set,
-        )
-        control.close()
         served = ", ".join(model.name for model in settings.served_models())
-        _say(f"{count} worker processes ready (model {served}); logs in {logs}")
+        _say(f"{count} worker processes ready (model {served}); logs in {stack.logs}")
         if flower:
-            argv, auth = flower_command(settings)
-            dashboard = Service("flower", argv, logs / "flower.log", env=dict(os.environ) | auth)
-            services.append(dashboard)
-            address, port = settings.flower.address, settings.flower.port
-            dashboard.wait_ready(
-                lambda: wait_for_port(address, port), timeout=60, cancelled=stop.is_set
-            )
-            _say(f"flower ready on http://{address}:{port}")
+            stack.start_flower(settings)
+            _say(f"flower ready on http://{settings.flower.address}:{settings.flower.port}")
         _say("ready: queue texts with `embedq ingest FILE --wait`; Ctrl-C stops everything")
 
         while not stop.is_set():
-            for service in services:
+            for service in stack.services():
                 if not service.alive():
                     _say(f"{service.name} exited unexpectedly:\n{service.tail()}")
                     return 1
@@ -158,14 +119,11 @@ def run_standalone(
         _say(f"could not start: {exc}")
         return 1
     finally:
-        _shutdown(services, settings.worker.time_limit)
+        # Workers finish (or give back) their batches while Redis and Milvus are still up
+        # to take the results.
+        stack.stop(worker_grace=settings.worker.time_limit + 10, report=_stopped)
 
 
-def _shutdown(services: list[Service], worker_grace: float) -> None:
-    # Reverse start order: workers finish (or give back) their batches while Redis and Milvus
-    # are still up to take the results.
-    for service in reversed(services):
-        started = time.monotonic()
-        grace = worker_grace + 10 if service.name == "worker" else 30
-        code = service.stop(timeout=grace)
-        _say(f"{service.name} stopped (exit {code}, {time.monotonic() - started:.1f}s)")
+def _stopped(service: Service, code: int, seconds: float) -> None:
+    name = "worker" if service.name.startswith("standalone-") else service.name
+    _say(f"{name} stopped (exit {code}, {seconds:.1f}s)")
