@@ -33,13 +33,12 @@ def test_worker_package_exposes_the_celery_app_without_loading_the_model() -> No
         "import embedq.worker as worker\n"
         "assert worker.app.main == 'embedq.worker'\n"
         "assert 'embedq.embed_batch' in worker.app.tasks\n"
-        "from embedq.worker import runtime\n"
-        "print(json.dumps(runtime._runtime is None))\n"
+        "print(json.dumps(worker.app.worker_context.loaded))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
-    assert json.loads(result.stdout) is True
+    assert json.loads(result.stdout) is False
 
 
 def test_the_embedding_function_needs_no_embedq_settings() -> None:

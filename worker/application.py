@@ -18,8 +18,9 @@ from embedq.config.contract import served_queues
 from embedq.config.errors import ConfigError, ModelLoadError
 from embedq.config.settings import Settings
 from embedq.state.broker import messages_restored, new_node_id
-from embedq.worker import lazypandas, logs, metrics, runtime
+from embedq.worker import lazypandas, logs, metrics
 from embedq.worker.consumer import guarded_consumer
+from embedq.worker.context import WorkerContext
 from embedq.worker.encoder import check_source
 from embedq.worker.tasks import record_failure, register_tasks
 
@@ -31,11 +32,14 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings) -> Celery:
     """The Celery app of a worker: shared configuration, embedq's tasks, lifecycle hooks."""
     app = make_celery(settings, main="embedq.worker")
+    #: Each process's resources, opened by the hooks below; tasks and the consumer get it.
+    ctx = WorkerContext(settings, app)
+    app.worker_context = ctx
     app.conf.worker_concurrency = settings.worker.concurrency
-    app.conf.worker_consumer = guarded_consumer(settings)
+    app.conf.worker_consumer = guarded_consumer(ctx)
     # A child loading a large model must not be taken for a hung one (the default is 4 s).
     app.conf.worker_proc_alive_timeout = 120.0
-    register_tasks(app, settings)
+    register_tasks(app, ctx)
     logs.install(settings)
 
     exporters: list[metrics.Exporter] = []
@@ -90,16 +94,16 @@ def create_app(settings: Settings) -> Celery:
             exporters.append(exporter)
 
     def stop_node(**_: Any) -> None:
-        runtime.close()
+        ctx.close()
         while exporters:
             exporters.pop().close()
 
     def open_resources(**_: Any) -> None:
         # Each prefork child loads its own copy of the model, after the fork.
-        runtime.open_runtime(settings)
+        ctx.load()
 
     def close_resources(**_: Any) -> None:
-        runtime.close()
+        ctx.close()
 
     def on_failure(
         sender: Any = None,
@@ -109,7 +113,7 @@ def create_app(settings: Settings) -> Celery:
         **_: Any,
     ) -> None:
         name = getattr(sender, "name", "")
-        record_failure(settings, str(name), dict(kwargs or {}), exception, task_id or "")
+        record_failure(ctx, str(name), dict(kwargs or {}), exception, task_id or "")
 
     def on_restored(sender: Any = None, count: int = 0, **_: Any) -> None:
         metrics.record_recovered(count)

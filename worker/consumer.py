@@ -16,18 +16,17 @@ from typing import Any
 from celery.worker.consumer import Consumer
 from kombu.exceptions import ContentDisallowed
 
-from embedq.config.settings import Settings
 from embedq.state.deadletters import MAX_BODY_BYTES, Kind
-from embedq.worker import runtime
+from embedq.worker.context import WorkerContext
 
 __all__ = ["guarded_consumer"]
 
 log = logging.getLogger("embedq.worker")
 
 
-def guarded_consumer(settings: Settings) -> type[Consumer]:
+def guarded_consumer(ctx: WorkerContext) -> type[Consumer]:
     """A Celery consumer class that dead-letters every message it cannot run."""
-    limit = settings.worker.max_message_bytes
+    limit = ctx.settings.worker.max_message_bytes
 
     def dead_letter(kind: Kind, reason: str, message: Any) -> None:
         raw = _raw_body(message)
@@ -44,8 +43,7 @@ def guarded_consumer(settings: Settings) -> type[Consumer]:
         batch = batch if isinstance(batch, int) and not isinstance(batch, bool) else None
         log.error("dead letter (%s) task=%r: %s", kind, headers.get("task", ""), reason)
         try:
-            runtime.keep_dead_letter(
-                settings,
+            ctx.keep_dead_letter(
                 kind,
                 reason,
                 body=body,

@@ -17,16 +17,14 @@ from embedq.config.errors import (
     BrokerUnavailableError,
     EmbedqError,
     InvalidMessageError,
-    ModelLoadError,
     StoreRejectedError,
     TransientError,
-    WorkerNotReadyError,
 )
-from embedq.config.settings import Settings
 from embedq.state.deadletters import Kind
-from embedq.worker import metrics, runtime
+from embedq.worker import metrics
 from embedq.worker.batch import BatchOutcome
 from embedq.worker.coalescer import Taken
+from embedq.worker.context import WorkerContext
 
 __all__ = ["register_tasks"]
 
@@ -40,21 +38,14 @@ def _parse_batch(raw: Any) -> BatchMessage:
         raise InvalidMessageError(f"batch message does not follow the contract: {exc}") from None
 
 
-def _runtime(settings: Settings) -> runtime.Runtime:
-    try:
-        return runtime.current(settings)
-    except ModelLoadError as exc:
-        # The parent checked the model at start-up, so this process failing to load it (out
-        # of memory, say) may pass: retry rather than fail the batch.
-        raise WorkerNotReadyError(f"this worker process could not load its model: {exc}") from exc
-
-
-def register_tasks(app: Celery, settings: Settings) -> None:
-    """Define embedq's tasks on ``app`` with retry policy taken from ``settings``."""
+def register_tasks(app: Celery, ctx: WorkerContext) -> None:
+    """Define embedq's tasks on ``app``, running on the resources of ``ctx`` with the retry
+    policy of its settings."""
+    settings = ctx.settings
     worker = settings.worker
     coalesce = settings.coalesce_texts()
 
-    def record(rt: runtime.Runtime, done: list[tuple[BatchMessage, BatchOutcome]]) -> None:
+    def record(done: list[tuple[BatchMessage, BatchOutcome]]) -> None:
         """Keep the rejected items and count the batches in their jobs' progress."""
         try:
             for message, outcome in done:
@@ -65,8 +56,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
                     reasons = "; ".join(
                         f"item {i}: {why}" for i, why in sorted(outcome.rejected.items())
                     )
-                    runtime.keep_dead_letter(
-                        settings,
+                    ctx.keep_dead_letter(
                         "rejected",
                         f"{len(outcome.rejected)} of {len(message.texts)} items rejected: "
                         f"{reasons}",
@@ -77,14 +67,14 @@ def register_tasks(app: Celery, settings: Settings) -> None:
                         batch=message.batch,
                         letter_id=f"{message.job_id}-{message.batch}-rejected",
                     )
-                if outcome.chunks and message.collection not in rt.announced:
-                    info = rt.encoder_for(message.model).info
-                    runtime.registry(settings).record(
+                if outcome.chunks and message.collection not in ctx.announced:
+                    info = ctx.embedder_for(message.model).encoder.info
+                    ctx.registry.record(
                         message.collection,
                         {"name": info.name, "source": info.source, "dim": info.dim},
                     )
-                    rt.announced.add(message.collection)
-            runtime.tracker(settings).batches_done(
+                    ctx.announced.add(message.collection)
+            ctx.tracker.batches_done(
                 [
                     (m.job_id, m.batch, o.counters(), o.error_lines(m.job_id, m.batch))
                     for m, o in done
@@ -115,7 +105,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
             }
             log.log(level, " ".join(f"{k}={v}" for k, v in fields.items()), extra=fields)
 
-    def take_more(rt: runtime.Runtime, message: BatchMessage) -> list[Taken]:
+    def take_more(message: BatchMessage) -> list[Taken]:
         # Only a small batch takes others, and only small ones: a full batch always runs as a
         # task of its own, so that Flower's task counts follow a bulk ingest batch by batch.
         full = settings.batch.size
@@ -123,9 +113,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         if room <= 0 or message.size >= full:
             return []
         try:
-            return runtime.coalescer(app, settings).take(
-                embed_queue(message.model), message.model, room, full
-            )
+            return ctx.coalescer.take(embed_queue(message.model), message.model, room, full)
         except Exception:
             # Coalescing is an optimisation: without it the batch runs alone, as it came.
             log.warning("could not take more batches from the queue", exc_info=True)
@@ -139,9 +127,8 @@ def register_tasks(app: Celery, settings: Settings) -> None:
             )
         started = time.perf_counter()
         message = _parse_batch(batch)
-        rt = _runtime(settings)
-        embedder = rt.embedder_for(message.model)
-        taken = take_more(rt, message)
+        embedder = ctx.embedder_for(message.model)
+        taken = take_more(message)
         pending = list(taken)
         try:
             try:
@@ -163,9 +150,9 @@ def register_tasks(app: Celery, settings: Settings) -> None:
             messages = [message, *(t.batch for t in taken)]
             # Progress first, then the acknowledgements: a crash in between redelivers batches
             # that are counted once. This task's own message is acknowledged by Celery.
-            record(rt, list(zip(messages, outcomes, strict=True)))
+            record(list(zip(messages, outcomes, strict=True)))
             if taken:
-                runtime.coalescer(app, settings).ack(*taken)
+                ctx.coalescer.ack(*taken)
             pending = []
             report(messages, outcomes, seconds)
         finally:
@@ -180,7 +167,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         except ValidationError as exc:
             return {"error": f"search message does not follow the contract: {exc}"}
         try:
-            hits = _runtime(settings).embedder_for(message.model).search(message)
+            hits = ctx.embedder_for(message.model).search(message)
         except EmbedqError as exc:
             return {"error": str(exc)}
         return {"hits": [hit.model_dump() for hit in hits]}
@@ -204,7 +191,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
 
 
 def record_failure(
-    settings: Settings, task_name: str, kwargs: dict[str, Any], exc: object, task_id: str = ""
+    ctx: WorkerContext, task_name: str, kwargs: dict[str, Any], exc: object, task_id: str = ""
 ) -> None:
     """A batch failed for good: keep it as a dead letter and mark it in its job's progress."""
     if task_name != TASK_EMBED:
@@ -218,8 +205,7 @@ def record_failure(
     metrics.record_failure()
     try:
         kind: Kind = "invalid-message" if isinstance(exc, InvalidMessageError) else "failed"
-        runtime.keep_dead_letter(
-            settings,
+        ctx.keep_dead_letter(
             kind,
             reason,
             body=raw if raw is not None else kwargs,
