@@ -52,3 +52,14 @@ def test_embed_task_retries_transient_errors_only_with_backoff_and_jitter() -> N
     assert task.retry_backoff_max == 60
     assert task.retry_jitter is True
     assert task.ignore_result is True
+
+
+def test_the_transport_celery_loads_is_the_module_the_worker_listens_to() -> None:
+    # Named by a string, the transport must resolve inside the embedq namespace: a module
+    # loaded a second time under another name has signals nobody is connected to.
+    from kombu.utils.imports import symbol_by_name
+
+    from embedq.state import broker
+
+    transport = symbol_by_name(celery_config(load_settings())["broker_transport"])
+    assert transport is broker.Transport
