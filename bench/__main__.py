@@ -50,7 +50,9 @@ def _parser() -> argparse.ArgumentParser:
         "--memory-sizes", type=_ints, help="texts of the two producer-memory files (10000,1000000)"
     )
     sizes.add_argument(
-        "--client-batch", type=int, help="rows per call of the seed path and raw upsert (1000)"
+        "--client-batch",
+        type=int,
+        help="rows per call of the in-process path and raw upsert (1000)",
     )
     sizes.add_argument(
         "--repeats", type=int, help="measurements of each throughput, fastest kept (2)"

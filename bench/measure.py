@@ -1,4 +1,4 @@
-"""The timed paths: the limit (raw encode, raw upsert), the seed path (encode then insert,
+"""The timed paths: the limit (raw encode, raw upsert), the in-process path (encode then insert,
 serially, as a user of pymilvus's Model2VecEmbeddingFunction writes it), embedq end to end, and
 a stream of one-text jobs.
 
@@ -28,10 +28,10 @@ __all__ = [
     "SmallJobs",
     "Throughput",
     "embedq_ingest",
+    "in_process",
     "queued_small_jobs",
     "raw_encode",
     "raw_upsert",
-    "seed_path",
     "small_jobs",
 ]
 
@@ -154,7 +154,7 @@ def raw_upsert(
     return Throughput(len(corpus), seconds, stack.count(collection)), flush_seconds
 
 
-def seed_path(
+def in_process(
     stack: Stack, collection: str, info: ModelInfo, model: Any, corpus: Corpus, batch: int
 ) -> Throughput:
     """Encode a batch, insert it, next batch: one process, nothing overlapped. This is what

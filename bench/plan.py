@@ -31,9 +31,9 @@ class Plan:
     workers: tuple[int, ...]
     #: Records in the two files `embedq ingest` streams for the producer-memory comparison.
     memory_sizes: tuple[int, int]
-    #: Rows per encode/insert call of the seed path and per upsert of the raw-upsert limit.
+    #: Rows per encode/insert call of the in-process path and per upsert of the raw-upsert limit.
     client_batch: int
-    #: Each throughput (limits, seed path, embedq runs, the backlog) is measured this many
+    #: Each throughput (limits, in-process path, embedq runs, the backlog) is measured this many
     #: times and the fastest kept, the same for every path: noise on a shared machine only
     #: ever adds time.
     repeats: int

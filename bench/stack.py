@@ -143,7 +143,7 @@ class Stack(LocalStack):
     def warm_up(self, collection: str, model: ModelInfo, batches: int) -> None:
         """One-text batches until every pool process has stored one: a process opens its
         Milvus connection (and imports pymilvus) on its first batch, about a second that the
-        seed path, whose client is connected before its clock starts, never pays either."""
+        in-process path, whose client is connected before its clock starts, never pays either."""
         from embedq.producer import EmbeddingProducer
 
         self.create_collection(collection, model)

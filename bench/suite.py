@@ -1,7 +1,7 @@
-"""One benchmark run, in order: the limit and the seed path (no workers running, so they have the
-machine to themselves), then embedq with each worker count over every corpus and batch size, the
-one-text jobs on the largest pool, and last the producer's memory (workers stopped, so the
-queued texts stay queued and only the producer runs)."""
+"""One benchmark run, in order: the limit and the in-process path (no workers running, so they
+have the machine to themselves), then embedq with each worker count over every corpus and batch
+size, the one-text jobs on the largest pool, and last the producer's memory (workers stopped, so
+the queued texts stay queued and only the producer runs)."""
 
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ from bench.machine import machine, versions
 from bench.measure import (
     EmbedqRun,
     embedq_ingest,
+    in_process,
     queued_small_jobs,
     raw_encode,
     raw_upsert,
-    seed_path,
     small_jobs,
 )
 from bench.memory import dir_size, ingest_peak_rss, pool_memory
@@ -73,7 +73,7 @@ def run(plan: Plan, say: Say, keep: bool = False) -> dict[str, Any]:
     settings = ModelSettings(source=plan.model_source, name=plan.model_name)
     say(f"loading model {plan.model_name} ({plan.model_source})")
     static = load_static_model(settings)  # as workers load it: with the word cache
-    # What model2vec alone does (the seed path's model, and the limit as the issue defines it).
+    # What model2vec alone does (the in-process path's model, and the limit as defined).
     plain = load_static_model(settings.model_copy(update={"word_cache": 0}))
     info = Model2VecEncoder(static, settings).info
     path, size = _model_size(settings)
@@ -137,16 +137,16 @@ def run(plan: Plan, say: Say, keep: bool = False) -> dict[str, Any]:
                     "texts_per_s": round(bound, 1),
                     "bound_by": "encode" if encoded.per_s <= upserted.per_s else "upsert",
                 }
-                say(f"seed path: encode + insert serially, {c.name}")
+                say(f"in-process path: encode + insert serially, {c.name}")
                 seeded = max(
                     (
-                        seed_path(stack, f"seed_{c.name}_{i}", info, plain, c, plan.client_batch)
+                        in_process(stack, f"inproc_{c.name}_{i}", info, plain, c, plan.client_batch)
                         for i in range(n)
                     ),
                     key=lambda r: r.per_s,
                 )
                 seed[c.name] = seeded.to_json() | {"batch": plan.client_batch}
-            results["limit"], results["seed_path"] = limit, seed
+            results["limit"], results["in_process"] = limit, seed
 
             runs: list[dict[str, Any]] = []
             pools: dict[str, Any] = {}

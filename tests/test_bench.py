@@ -20,11 +20,11 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 SECTIONS = {
     "schema", "date", "quick", "plan", "machine", "versions", "model", "corpora", "limit",
-    "seed_path", "embedq", "small_jobs", "memory", "ratios", "targets", "duration_s",
+    "in_process", "embedq", "small_jobs", "memory", "ratios", "targets", "duration_s",
 }  # fmt: skip
 
 TARGETS = {
-    "ingest_vs_seed_short", "ingest_vs_limit_short", "ingest_vs_seed_passages",
+    "ingest_vs_in_process_short", "ingest_vs_limit_short", "ingest_vs_in_process_passages",
     "ingest_vs_limit_passages", "small_job_p50_latency", "small_stream_vs_large_batch",
     "worker_rss", "producer_rss_flat", "workers_scaling_passages",
 }  # fmt: skip
@@ -53,14 +53,14 @@ def test_quick_benchmark_writes_every_figure(tmp_path: Path) -> None:
     for name in ("short", "passages", "small"):
         assert results["corpora"][name]["texts"] > 0 and results["corpora"][name]["mean_tokens"]
 
-    # ... the limit and the seed path on both corpora, every count verified
+    # ... the limit and the in-process path on both corpora, every count verified
     for corpus in ("short", "passages"):
         limit = results["limit"][corpus]
         assert limit["encode"]["texts_per_s"] > 0 and limit["upsert"]["verified"]
         assert limit["encode_word_cache"]["texts_per_s"] > 0
         assert limit["texts_per_s_word_cache"] > 0
         assert limit["texts_per_s"] > 0 and limit["bound_by"] in {"encode", "upsert"}
-        assert results["seed_path"][corpus]["verified"]
+        assert results["in_process"][corpus]["verified"]
 
     # ... embedq for each corpus, worker count and batch size, every count verified
     runs = results["embedq"]["runs"]
@@ -106,7 +106,7 @@ def test_quick_benchmark_writes_every_figure(tmp_path: Path) -> None:
         assert memory["producer_ingest"][label]["peak_rss_mb"] > 0
     ratios = results["ratios"]
     for corpus in ("short", "passages"):
-        assert ratios[corpus]["embedq_vs_seed"] is not None
+        assert ratios[corpus]["embedq_vs_in_process"] is not None
         assert ratios[corpus]["embedq_vs_limit"] is not None
         assert ratios[corpus]["embedq_vs_limit_word_cache"] is not None
         assert ratios[corpus]["workers_scaling"]["best"] is not None

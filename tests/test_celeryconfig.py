@@ -3,6 +3,8 @@ retries, visibility timeout above the longest task."""
 
 from __future__ import annotations
 
+import importlib
+
 from embedq.config.celeryconfig import celery_config
 from embedq.config.contract import TASK_EMBED, TASK_SEARCH, embed_queue, search_queue
 from embedq.config.errors import InvalidMessageError, StoreUnavailableError
@@ -57,9 +59,7 @@ def test_embed_task_retries_transient_errors_only_with_backoff_and_jitter() -> N
 def test_the_transport_celery_loads_is_the_module_the_worker_listens_to() -> None:
     # Named by a string, the transport must resolve inside the embedq namespace: a module
     # loaded a second time under another name has signals nobody is connected to.
-    from kombu.utils.imports import symbol_by_name
-
     from embedq.state import broker
 
-    transport = symbol_by_name(celery_config(load_settings())["broker_transport"])
-    assert transport is broker.Transport
+    module, name = celery_config(load_settings())["broker_transport"].split(":")
+    assert getattr(importlib.import_module(module), name) is broker.Transport

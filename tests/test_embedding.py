@@ -1,5 +1,6 @@
-"""The seed-compatible Model2VecEmbeddingFunction: the vectors of StaticModel.encode as lists of
-float32 rows, every kind of model_source, failures that name the fix, and the seed example."""
+"""The pymilvus-compatible Model2VecEmbeddingFunction: the vectors of StaticModel.encode as lists of
+float32 rows, every kind of model_source, failures that name the fix, and the example of
+pymilvus's page."""
 
 from __future__ import annotations
 
@@ -173,9 +174,9 @@ def test_nothing_is_installed_or_spawned_while_loading(monkeypatch: pytest.Monke
     assert Model2VecEmbeddingFunction("bundled").encode_queries(QUERIES)[0].shape == (256,)
 
 
-def test_seed_example_runs_as_documented(tmp_path: Path) -> None:
+def test_pymilvus_example_runs_as_documented(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, str(ROOT / "docs" / "seed_example.py")],
+        [sys.executable, str(ROOT / "docs" / "pymilvus_example.py")],
         cwd=tmp_path,
         env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"},
         capture_output=True,

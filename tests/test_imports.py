@@ -42,7 +42,7 @@ def test_worker_package_exposes_the_celery_app_without_loading_the_model() -> No
 
 
 def test_the_embedding_function_needs_no_embedq_settings() -> None:
-    # A notebook user of the seed-compatible class has no broker: settings are never read.
+    # A notebook user of the pymilvus-compatible class has no broker: settings are never read.
     code = (
         "from embedq.worker import Model2VecEmbeddingFunction\n"
         "print(Model2VecEmbeddingFunction('bundled').dim)\n"

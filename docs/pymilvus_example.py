@@ -1,4 +1,5 @@
-"""The seed page's Model2Vec example (Milvus docs, "Model2Vec" embedding functions) on embedq.
+"""The Model2Vec example of pymilvus's page (Milvus docs, "Model2Vec" embedding functions), on
+embedq.
 
 Two changes from the page: the import line, and ``model_source`` points at the model shipped
 with embedq so that the example runs on a host without the Hugging Face hub. On a host that can
@@ -6,7 +7,7 @@ reach the hub, or whose Hugging Face cache already holds it, ``"minishlab/potion
 page's value and the default) works the same; so does a local folder such as
 ``"/path/to/local/model"``.
 
-Run: .venv/bin/python docs/seed_example.py
+Run: .venv/bin/python docs/pymilvus_example.py
 """
 
 from embedq.worker.embedding import Model2VecEmbeddingFunction
