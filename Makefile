@@ -33,10 +33,10 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest -m "not integration"
+	$(BIN)/python -m pytest tests/unit
 
 integration: $(STAMP)
-	$(BIN)/python -m pytest -m integration
+	$(BIN)/python -m pytest tests/integration
 
 # Benchmark: limit, seed path and embedq on this machine (about 15 minutes on 2 cores);
 # writes bench/results/latest.json and latest.png. `$(BIN)/python -m bench --quick`: tiny run.
@@ -51,4 +51,4 @@ model:
 	/tmp/embedq-distill/bin/python scripts/build_default_model.py --check-python $(BIN)/python
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .embedq *.egg-info
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .embedq *.egg-info build dist

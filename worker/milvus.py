@@ -492,8 +492,8 @@ def upsert_request(collection: str, rows: Rows) -> Any:
 
     pymilvus builds it row by row, and every float of every vector by itself: about 65 ms for
     1,024 rows of 256 dimensions, a quarter of a worker's time on short texts. Here the vectors
-    go in as one block of bytes (about 6 ms). ``tests/test_milvus_store.py`` checks that the
-    request equals pymilvus's own."""
+    go in as one block of bytes (about 6 ms). ``tests/integration/test_milvus_store.py`` checks
+    that the request equals pymilvus's own."""
     from pymilvus import DataType
     from pymilvus.grpc_gen import milvus_pb2
 

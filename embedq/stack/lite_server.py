@@ -8,9 +8,10 @@ Run as ``python -m embedq.stack.lite_server server --data-dir D --port P``. Thre
   interleave their bytes in the log, which then fails to replay after a crash (the rows of every
   write since the last flush are lost), and a flush beside another one can return before its
   rows are on disk. With writes serialized, every acknowledged write is in the log before the
-  call returns, and survives a kill of this process without a flush (``tests/test_faults.py``).
-  Reads stay concurrent. The version it reports ends in :data:`SERIALIZED`, which tells
-  embedq's workers that they need not flush (``EMBEDQ_MILVUS__FLUSH=auto``).
+  call returns, and survives a kill of this process without a flush
+  (``tests/integration/test_faults.py``). Reads stay concurrent. The version it reports ends
+  in :data:`SERIALIZED`, which tells embedq's workers that they need not flush
+  (``EMBEDQ_MILVUS__FLUSH=auto``).
 - A collection is opened once. Milvus Lite opens a collection on its first use and caches it,
   without a lock: after a restart, calls arriving together (every worker reconnects at once)
   each opened their own instance of the same collection, with the same write-ahead log file,

@@ -1,0 +1,2 @@
+"""Tests against real Redis, Celery worker processes and Milvus, started by fixtures and
+stopped after."""

@@ -1,0 +1,2 @@
+"""Tests that start no server: fakes that satisfy the real parts' protocols, subprocesses at
+most."""
