@@ -187,6 +187,13 @@ class MilvusSettings(BaseModel):
         le=60 * 1024 * 1024,
         description="rows per upsert call are capped by this size (Milvus refuses > 64 MB)",
     )
+    column_upsert: bool = Field(
+        True,
+        description=(
+            "build each upsert request by column, vectors as one block (about 10x faster to "
+            "build); false: pymilvus's own MilvusClient.upsert of row dicts"
+        ),
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -312,6 +319,11 @@ class WorkerSettings(BaseModel):
         True,
         description="take each message and record it as held in one Redis script; false = "
         "kombu's BRPOP (a node killed mid-take can lose a batch)",
+    )
+    lazy_pandas: bool = Field(
+        True,
+        description="answer pymilvus's import of pandas with stand-ins until pandas is used, "
+        "and keep pyarrow out of workers (about 70 MB less per process); false = import both",
     )
     pause_after_take: float = Field(
         0.0,

@@ -65,8 +65,9 @@ def create_app(settings: Settings) -> Celery:
         # pymilvus imports pandas (34 MB), and pandas imports pyarrow whenever it is installed
         # (Milvus Lite needs it, ~40 MB): memory in every worker process, which uses neither.
         # pyarrow is blocked; pandas is left to load if anything ever uses it. Worker only.
-        sys.modules.setdefault("pyarrow", None)  # type: ignore[arg-type]
-        lazypandas.install()
+        if settings.worker.lazy_pandas:
+            sys.modules.setdefault("pyarrow", None)  # type: ignore[arg-type]
+            lazypandas.install()
         # Imported once before the pool forks: the pool processes share these pages and
         # their first batch does not wait for them.
         import model2vec  # noqa: F401

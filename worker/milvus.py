@@ -31,7 +31,7 @@ from embedq.config.settings import MilvusSettings
 from embedq.worker.encoder import ModelInfo, Vectors
 from embedq.worker.store import Layout, Rows, check_binding
 
-__all__ = ["MilvusStore", "WriteLock"]
+__all__ = ["MilvusStore", "WriteLock", "row_dicts", "send_upsert", "upsert_request"]
 
 log = logging.getLogger(__name__)
 
@@ -292,14 +292,24 @@ class MilvusStore:
 
     def _upsert(self, collection: str, rows: Rows) -> int:
         written = 0
+        timeout = self._settings.timeout
         for chunk in _chunks(rows, self._settings.upsert_max_bytes):
-            request = upsert_request(collection, chunk)
-            written += self._call(
-                "upsert",
-                lambda client, request=request: send_upsert(  # type: ignore[misc]
-                    client, request, self._settings.timeout
-                ),
-            )
+            if self._settings.column_upsert:
+                request = upsert_request(collection, chunk)
+                written += self._call(
+                    "upsert",
+                    lambda client, request=request: send_upsert(  # type: ignore[misc]
+                        client, request, timeout
+                    ),
+                )
+            else:
+                entities = row_dicts(chunk)
+                written += self._call(
+                    "upsert",
+                    lambda client, entities=entities: int(  # type: ignore[misc]
+                        client.upsert(collection, entities, timeout=timeout)["upsert_count"]
+                    ),
+                )
         return written
 
     def _should_flush(self) -> bool:
@@ -485,6 +495,29 @@ def _hit(hit: dict[str, Any], layout: Layout) -> Hit:
 def _literal(value: str) -> str:
     """A string as a Milvus expression literal."""
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def row_dicts(rows: Rows) -> list[dict[str, Any]]:
+    """The rows as ``MilvusClient.upsert`` takes them, one dict per row (the plain path)."""
+    entities = []
+    for i in range(len(rows)):
+        entity: dict[str, Any] = {
+            "id": rows.ids[i],
+            "vector": rows.vectors[i],
+            "text": rows.texts[i],
+            "metadata": rows.metadata[i],
+        }
+        if rows.pks:
+            entity |= {
+                "pk": rows.pks[i],
+                "chunk": rows.chunks[i],
+                "start": rows.starts[i],
+                "end": rows.ends[i],
+                "version": rows.versions[i],
+                "seq": rows.seqs[i],
+            }
+        entities.append(entity)
+    return entities
 
 
 def upsert_request(collection: str, rows: Rows) -> Any:

@@ -323,3 +323,14 @@ def test_a_node_back_after_its_own_lease_ran_out_restores_nobody_for_a_lease(
         # Then after a lease it restores again, and the other, renewed, kept its message
         assert restore_dead_nodes(client, "first") == []
         assert client.hlen(held_key("other")) == 1
+
+
+def test_the_queue_lists_in_the_keys_module_are_kombus(url: str) -> None:
+    # Metrics read queue depths from these names; kombu's channel is the authority.
+    from embedq.config.keys import UNACKED, UNACKED_INDEX, queue_lists
+
+    with connect(url) as connection:
+        channel = connection.default_channel
+        lists = [channel._q_for_pri("q", step) for step in channel.priority_steps]
+        assert queue_lists("q") == lists
+        assert (channel.unacked_key, channel.unacked_index_key) == (UNACKED, UNACKED_INDEX)

@@ -16,7 +16,7 @@ from embedq.stack.lite_server import serialize_writes
 from embedq.stack.services import Service, free_port, milvus_lite_command, wait_for_port
 from embedq.worker.batch import row_key
 from embedq.worker.encoder import ModelInfo
-from embedq.worker.milvus import MilvusStore, _chunks, upsert_request
+from embedq.worker.milvus import MilvusStore, _chunks, row_dicts, upsert_request
 from embedq.worker.store import Rows
 from tests.support.environment import unique
 
@@ -226,24 +226,7 @@ def test_the_upsert_request_is_the_one_pymilvus_builds_from_rows(layout: str) ->
         data = Rows(ids=data.pks, texts=data.texts, metadata=data.metadata, vectors=data.vectors)
     data.metadata[3].update({"nested": {"list": [1, "two", None, True, 0.5]}, "é": "ü ✓"})
     data.metadata[4].clear()
-    entities = []
-    for i in range(len(data)):
-        entity = {
-            "id": data.ids[i],
-            "vector": data.vectors[i],
-            "text": data.texts[i],
-            "metadata": data.metadata[i],
-        }
-        if layout == "documents":
-            entity |= {
-                "pk": data.pks[i],
-                "chunk": data.chunks[i],
-                "start": data.starts[i],
-                "end": data.ends[i],
-                "version": data.versions[i],
-                "seq": data.seqs[i],
-            }
-        entities.append(entity)
+    entities = row_dicts(data)
     theirs = Prepare.row_upsert_param(
         "docs", entities, "", schema.to_dict()["fields"], enable_dynamic=False
     )
@@ -255,6 +238,30 @@ def test_the_upsert_request_is_the_one_pymilvus_builds_from_rows(layout: str) ->
         np.asarray(vectors.vectors.float_vector.data, dtype=np.float32).reshape(50, 8),
         data.vectors,
     )
+
+
+def test_the_plain_upsert_stores_what_the_column_upsert_stores(milvus_server: str) -> None:
+    # EMBEDQ_MILVUS__COLUMN_UPSERT=false: pymilvus's own MilvusClient.upsert of row dicts.
+    data = rows(40, chunks=3, seq=7)
+    data.metadata[2].update({"nested": {"list": [1, "two", None]}, "é": "ü ✓"})
+    stored = []
+    for column in (True, False):
+        store = MilvusStore(MilvusSettings(uri=milvus_server, column_upsert=column))
+        collection = unique("plain" if not column else "column")
+        try:
+            store.prepare(collection, MODEL)
+            assert store.upsert(collection, data) == 40
+            found = store._connect().query(
+                collection, filter="chunk >= 0", output_fields=["*"], consistency_level="Strong"
+            )
+            stored.append(sorted(found, key=lambda row: row["pk"]))
+        finally:
+            store.close()
+    column_rows, plain_rows = stored
+    assert len(column_rows) == len(plain_rows) == 40
+    for ours, theirs in zip(column_rows, plain_rows, strict=True):
+        assert np.array_equal(np.asarray(ours.pop("vector")), np.asarray(theirs.pop("vector")))
+        assert ours == theirs
 
 
 def test_a_documents_rows_are_found_by_document_and_deleted_by_key(store: MilvusStore) -> None:

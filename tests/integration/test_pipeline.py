@@ -215,3 +215,34 @@ def test_worker_processes_load_neither_pyarrow_nor_pandas(
         maps = Path(f"/proc/{pid}/maps").read_text()
         assert "libarrow" not in maps and "pyarrow" not in maps, pid
         assert "pandas/_libs" not in maps, pid
+
+
+def test_a_worker_that_imports_pandas_as_usual_stores_and_finds_the_same(
+    start_worker: WorkerFactory, worker: Service, servers: Servers
+) -> None:
+    # EMBEDQ_WORKER__LAZY_PANDAS=false: no stand-ins, pyarrow allowed. A node on a model of its
+    # own (same bundled vectors) stores the corpus; its answers equal the default node's.
+    model = unique("plainpd")
+    plain = start_worker(
+        concurrency=1,
+        node=unique("plainpd"),
+        EMBEDQ_MODEL__NAME=model,
+        EMBEDQ_MODEL__SOURCE="bundled",
+        EMBEDQ_WORKER__LAZY_PANDAS="false",
+    )
+    settings = servers.settings(models={model: {"source": "bundled"}})
+    rows = corpus()[:60]
+    answers = []
+    for name in (settings.model.name, model):
+        collection = unique("pd")
+        with EmbeddingProducer(settings) as producer:
+            producer.submit(
+                [str(r["text"]) for r in rows],
+                ids=[str(r["id"]) for r in rows],
+                collection=collection,
+                model=name,
+            ).wait(timeout=120)
+            hits = producer.search("a star explodes", k=5, collection=collection)
+        answers.append([(hit.id, round(hit.score, 5), hit.text) for hit in hits])
+    assert answers[0] == answers[1] and len(answers[0]) == 5
+    assert "pandas/_libs" in Path(f"/proc/{child_pids(plain.pid)[0]}/maps").read_text()
