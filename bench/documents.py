@@ -34,7 +34,7 @@ from embedq.producer import EmbeddingProducer
 from embedq.worker.batch import row_key
 from embedq.worker.chunker import Chunker, Span, token_counter
 from embedq.worker.encoder import Model2VecEncoder, Vectors
-from embedq.worker.milvus import send_upsert, upsert_request
+from embedq.worker.speedups.upsert import send_upsert, upsert_request
 from embedq.worker.store import Rows
 
 __all__ = ["corpus", "main"]

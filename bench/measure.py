@@ -20,7 +20,7 @@ from bench.corpus import Corpus
 from bench.stack import Stack, cpu_seconds
 from embedq.producer import EmbeddingProducer
 from embedq.worker.encoder import ModelInfo, Vectors
-from embedq.worker.milvus import send_upsert, upsert_request
+from embedq.worker.speedups.upsert import send_upsert, upsert_request
 from embedq.worker.store import Rows
 
 __all__ = [

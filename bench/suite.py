@@ -197,7 +197,7 @@ def run(plan: Plan, say: Say, keep: bool = False) -> dict[str, Any]:
             ]
             stack.stop_workers()
             # Scaling where encoding is most of the work: the passages without the word cache,
-            # what every tokenizer other than BERT WordPiece gets (worker/wordcache.py).
+            # what every tokenizer other than BERT WordPiece gets (worker/speedups/wordcache.py).
             biggest = max(plan.batch_sizes)
             encode_bound: list[dict[str, Any]] = []
             for workers in sorted({lone, max(plan.workers)}):

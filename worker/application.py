@@ -18,10 +18,11 @@ from embedq.config.contract import served_queues
 from embedq.config.errors import ConfigError, ModelLoadError
 from embedq.config.settings import Settings
 from embedq.state.broker import messages_restored, new_node_id
-from embedq.worker import lazypandas, logs, metrics
+from embedq.worker import logs, metrics
 from embedq.worker.consumer import guarded_consumer
 from embedq.worker.context import WorkerContext
 from embedq.worker.encoder import check_source
+from embedq.worker.speedups import lazypandas
 from embedq.worker.tasks import record_failure, register_tasks
 
 __all__ = ["create_app"]

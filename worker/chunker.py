@@ -48,7 +48,7 @@ def token_counter(
     without truncation or padding, looked up word by word when it is a WordPiece tokenizer."""
     from tokenizers import Tokenizer
 
-    from embedq.worker.wordcache import WordCache
+    from embedq.worker.speedups.wordcache import WordCache
 
     counting = Tokenizer.from_str(tokenizer.to_str())
     counting.no_truncation()

@@ -28,10 +28,10 @@ from embedq.state.versions import VersionRegister
 from embedq.worker import metrics
 from embedq.worker.batch import Embedder
 from embedq.worker.chunker import Chunker, token_counter
-from embedq.worker.coalescer import Coalescer
 from embedq.worker.encoder import Model2VecEncoder
 from embedq.worker.locks import Ledger, host_lock
 from embedq.worker.milvus import MilvusStore
+from embedq.worker.speedups.coalescer import Coalescer
 from embedq.worker.store import VectorStore
 
 __all__ = ["WorkerContext"]

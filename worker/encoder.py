@@ -115,7 +115,7 @@ def check_source(model: ModelSettings) -> None:
 
 def load_static_model(model: ModelSettings) -> StaticModel:
     """Load a Model2Vec model from the bundled copy, a folder, or the hub (cache first)."""
-    from embedq.worker.wordcache import CachedStaticModel, WordCache
+    from embedq.worker.speedups.wordcache import CachedStaticModel, WordCache
 
     source = resolve_source(model)
     is_hub = model.hub_id is not None

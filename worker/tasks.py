@@ -23,8 +23,8 @@ from embedq.config.errors import (
 from embedq.state.deadletters import Kind
 from embedq.worker import metrics
 from embedq.worker.batch import BatchOutcome
-from embedq.worker.coalescer import Taken
 from embedq.worker.context import WorkerContext
+from embedq.worker.speedups.coalescer import Taken
 
 __all__ = ["register_tasks"]
 

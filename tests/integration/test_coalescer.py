@@ -13,7 +13,7 @@ import redis
 from embedq.config.celeryconfig import make_celery
 from embedq.config.contract import TASK_EMBED, TASK_SEARCH
 from embedq.config.settings import Settings
-from embedq.worker.coalescer import Coalescer
+from embedq.worker.speedups.coalescer import Coalescer
 from tests.support.environment import unique
 from tests.support.servers import Servers
 

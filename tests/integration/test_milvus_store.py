@@ -16,7 +16,8 @@ from embedq.stack.lite_server import serialize_writes
 from embedq.stack.services import Service, free_port, milvus_lite_command, wait_for_port
 from embedq.worker.batch import row_key
 from embedq.worker.encoder import ModelInfo
-from embedq.worker.milvus import MilvusStore, _chunks, row_dicts, upsert_request
+from embedq.worker.milvus import MilvusStore, _chunks
+from embedq.worker.speedups.upsert import row_dicts, upsert_request
 from embedq.worker.store import Rows
 from tests.support.environment import unique
 

@@ -16,7 +16,7 @@ from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
 from bench.corpus import load_sentences, passages, short_sentences
 from embedq.config.settings import ModelSettings
 from embedq.worker.encoder import BUNDLED_MODEL_PATH, Model2VecEncoder, load_static_model
-from embedq.worker.wordcache import CachedStaticModel, WordCache
+from embedq.worker.speedups.wordcache import CachedStaticModel, WordCache
 
 # Pieces of text chosen for the rules: ASCII words and punctuation, every kind of whitespace
 # (some of which BERT's clean_text removes instead of splitting at), accents precomposed and
