@@ -31,7 +31,19 @@ from embedq.stack.services import (
     worker_command,
 )
 
-__all__ = ["LocalStack"]
+__all__ = ["LocalStack", "merge_sections"]
+
+
+def merge_sections(base: dict[str, object], overrides: dict[str, object]) -> dict[str, object]:
+    """Settings sections of ``base`` with ``overrides`` laid over them, key by key."""
+    merged = dict(base)
+    for section, values in overrides.items():
+        known = merged.get(section)
+        if isinstance(known, dict) and isinstance(values, dict):
+            merged[section] = known | values
+        else:
+            merged[section] = values
+    return merged
 
 
 class LocalStack:
@@ -98,13 +110,7 @@ class LocalStack:
         if self.redis_password is not None:
             redis_section["password"] = self.redis_password
         base: dict[str, object] = {"redis": redis_section, "milvus": {"uri": self.milvus_uri}}
-        for section, values in overrides.items():
-            merged = base.get(section)
-            if isinstance(merged, dict) and isinstance(values, dict):
-                base[section] = merged | values
-            else:
-                base[section] = values
-        return load_settings(**base)
+        return load_settings(**merge_sections(base, overrides))
 
     # -- servers ------------------------------------------------------------------------------
 

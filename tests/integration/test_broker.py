@@ -5,7 +5,6 @@ messages of a node whose lease ran out (or of a dead pool process) come back onc
 from __future__ import annotations
 
 import base64
-import importlib
 import json
 import os
 import subprocess
@@ -21,19 +20,10 @@ import redis
 from embedq.config.keys import HOLDER, NODES, held_key
 from embedq.state.broker import renew_lease, restore_dead_nodes, restore_orphans
 from embedq.state.deadletters import DeadLetters
-from tests.support.broker import connect, publish, take
+from tests.support.broker import Connection, Consumer, Producer, Queue, connect, publish, take
 from tests.support.environment import ROOT, unique
 
 pytestmark = pytest.mark.integration
-
-# kombu's API is partly annotated: used untyped here.
-_kombu: Any = importlib.import_module("kombu")
-Connection, Consumer, Producer, Queue = (
-    _kombu.Connection,
-    _kombu.Consumer,
-    _kombu.Producer,
-    _kombu.Queue,
-)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from embedq.config.settings import Settings
-from embedq.stack.local import LocalStack
+from embedq.stack.local import LocalStack, merge_sections
 from embedq.stack.services import Service, wait_for_port
 from embedq.state.jobs import JobStatus, JobTracker
 from tests.support.environment import ROOT, process_env
@@ -75,14 +75,8 @@ class Stack(LocalStack):
         return process_env(self.redis_url, self.milvus_uri, FAULT_SETTINGS | extra)
 
     def settings(self, **overrides: object) -> Settings:
-        sections: dict[str, object] = {"milvus": {"timeout": 5}, "worker": FAULT_WORKER}
-        for section, values in overrides.items():
-            known = sections.get(section)
-            if isinstance(known, dict) and isinstance(values, dict):
-                sections[section] = known | values
-            else:
-                sections[section] = values
-        return super().settings(**sections)
+        faults: dict[str, object] = {"milvus": {"timeout": 5}, "worker": FAULT_WORKER}
+        return super().settings(**merge_sections(faults, overrides))
 
     # -- the vector store -------------------------------------------------------------------
 

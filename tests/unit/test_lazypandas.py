@@ -12,7 +12,9 @@ from tests.support.environment import ROOT
 
 
 def _run(code: str) -> None:
-    prelude = "import sys\nfrom embedq.worker.speedups import lazypandas\nassert lazypandas.install()\n"
+    prelude = (
+        "import sys\nfrom embedq.worker.speedups import lazypandas\nassert lazypandas.install()\n"
+    )
     result = subprocess.run(
         [sys.executable, "-c", prelude + textwrap.dedent(code)],
         cwd=ROOT,
@@ -71,7 +73,11 @@ def test_stand_in_classes_load_pandas_when_called() -> None:
 
 
 def test_install_leaves_a_loaded_pandas_alone() -> None:
-    code = "import pandas\nfrom embedq.worker.speedups import lazypandas\nassert not lazypandas.install()\n"
+    code = (
+        "import pandas\n"
+        "from embedq.worker.speedups import lazypandas\n"
+        "assert not lazypandas.install()\n"
+    )
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
