@@ -28,6 +28,8 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The slow tests first (a stable sort), so that no xdist worker starts one at the end.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
     for item in items:
         # The folder says what a test needs: `-m integration` and `-m "not integration"`
         # select the same tests as tests/integration and tests/unit.
@@ -47,7 +49,9 @@ def local_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]
     try:
         yield stack
     finally:
-        stack.stop(worker_grace=30)
+        # Killed, not stopped: the data goes with the session, and a graceful stop of Milvus
+        # Lite after a heavy session can take half a minute.
+        stack.stop(kill=True)
 
 
 @pytest.fixture(scope="session")

@@ -30,6 +30,7 @@ TARGETS = {
 }  # fmt: skip
 
 
+@pytest.mark.slow
 def test_quick_benchmark_writes_every_figure(tmp_path: Path) -> None:
     # Given the quick benchmark, when it runs against its own throwaway stack
     out = tmp_path / "results"

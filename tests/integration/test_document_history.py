@@ -274,6 +274,7 @@ def server_stack(tmp_path: Path) -> Iterator[Stack]:
     yield from running(Stack(tmp_path, store="server"))
 
 
+@pytest.mark.slow
 def test_history_of_random_operations_with_faults_on_milvus_lite(lite_stack: Stack) -> None:
     run_history(lite_stack)
 

@@ -36,6 +36,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     yield from running(Stack(tmp_path))
 
 
+@pytest.mark.slow
 def test_worker_process_sigkilled_mid_batch_then_a_new_worker(stack: Stack) -> None:
     first = stack.start_worker("first")
     collection, tag = unique("kill"), unique("k")
@@ -63,6 +64,7 @@ def test_worker_sigterm_warm_shutdown_mid_run(stack: Stack) -> None:
     verify(stack, collection, tag)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_milvus_lite_server_killed_while_two_processes_write(stack: Stack, sig: int) -> None:
     stack.start_worker("writers", concurrency=2)
@@ -219,6 +221,7 @@ def test_real_milvus_server_killed_then_stopped_while_two_processes_write(
     verify(stack, stopped, stopped_tag)
 
 
+@pytest.mark.slow
 def test_a_worker_paused_past_its_lease_runs_its_batch_twice_harmlessly(
     stack: Stack,
 ) -> None:

@@ -89,6 +89,7 @@ def test_a_node_killed_right_after_taking_a_batch_loses_nothing(stack: Stack) ->
     client.close()
 
 
+@pytest.mark.slow
 def test_the_batches_of_one_of_two_nodes_killed_are_taken_by_the_other(stack: Stack) -> None:
     # Given two nodes sharing an ingest
     doomed = stack.start_worker("doomed", concurrency=1)
@@ -154,6 +155,7 @@ def test_a_long_batch_on_a_live_node_is_never_taken_by_another(stack: Stack) -> 
     client.close()
 
 
+@pytest.mark.slow
 def test_twenty_node_kills_during_an_ingest_lose_nothing(stack: Stack) -> None:
     """A node is SIGKILLed at a random moment 20 times, each time replaced by a new one."""
     collection, tag = unique("stress"), unique("s")
@@ -243,6 +245,7 @@ def standalone(tmp_path: Path) -> Iterator[Standalone]:
         made.stop()
 
 
+@pytest.mark.slow
 def test_whole_stack_killed_mid_job_finishes_by_itself_after_a_restart(
     standalone: Standalone, tmp_path: Path
 ) -> None:
