@@ -96,7 +96,7 @@ def secure(tmp_path: Path) -> Iterator[tuple[Stack, dict[str, str]]]:
         )
         yield stack, env
     finally:
-        stack.stop()
+        stack.close()
         redis_service.stop(timeout=20)
 
 
