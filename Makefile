@@ -38,7 +38,7 @@ unit: $(STAMP)
 integration: $(STAMP)
 	$(BIN)/python -m pytest tests/integration
 
-# Benchmark: limit, seed path and embedq on this machine (about 15 minutes on 2 cores);
+# Benchmark: limit, the in-process path and embedq on this machine (about 15 minutes on 2 cores);
 # writes bench/results/latest.json and latest.png. `$(BIN)/python -m bench --quick`: tiny run.
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -6,7 +6,7 @@ The documents are 2,000 (by default) texts of 2,000 to 20,000 characters made of
 Python's own help (``pydoc_data.topics``), drawn with a seeded generator. Every figure is in
 tokens per second over the same chunks (the tokens the model reads):
 
-- **chunking**: ``worker.chunker.Chunker.split`` over every document, one process;
+- **chunking**: ``embedq.worker.chunker.Chunker.split`` over every document, one process;
 - **raw encode**: ``StaticModel.encode`` of those chunks, one process: the model's own speed;
 - **in-process path**: chunk, encode and ``MilvusClient.insert`` each document's chunks, one
   process, one document after another (what an application without embedq would write);

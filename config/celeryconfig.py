@@ -1,4 +1,5 @@
-"""The Celery configuration both sides share, built from :class:`~config.settings.Settings`."""
+"""The Celery configuration both sides share, built from
+:class:`~embedq.config.settings.Settings`."""
 
 from __future__ import annotations
 

@@ -17,6 +17,7 @@ __all__ = [
     "HOLDER",
     "HOLD_PREFIX",
     "NODES",
+    "PROGRESS_SUFFIX",
     "SEQ",
     "UNACKED",
     "UNACKED_INDEX",
@@ -28,6 +29,7 @@ __all__ = [
     "job_keys",
     "job_progress_channel",
     "queue_lists",
+    "reindex_jobs_key",
     "reindex_key",
     "search_queue",
     "seqs_key",
@@ -95,9 +97,13 @@ def job_keys(job_id: str) -> list[str]:
     return [base, f"{base}:done", f"{base}:failed", f"{base}:errors"]
 
 
+#: Appended to a job's record key: the pub/sub channel on which its changes are announced
+#: (waiters wake up on it; the Lua scripts that count batches publish there too).
+PROGRESS_SUFFIX = ":progress"
+
+
 def job_progress_channel(job_id: str) -> str:
-    """Pub/sub channel on which a job's changes are announced (waiters wake up on it)."""
-    return f"embedq:job:{job_id}:progress"
+    return job_keys(job_id)[0] + PROGRESS_SUFFIX
 
 
 # -- dead letters (embedq.state.deadletters)
@@ -132,5 +138,10 @@ def versions_key(collection: str) -> str:
 
 
 def reindex_key(source: str, target: str) -> str:
-    """Where a reindex from ``source`` into ``target`` left off."""
+    """Hash: where a reindex from ``source`` into ``target`` left off."""
     return f"embedq:reindex:{source}:{target}"
+
+
+def reindex_jobs_key(source: str, target: str) -> str:
+    """List: the jobs that reindex has queued and not yet seen finish."""
+    return reindex_key(source, target) + ":jobs"

@@ -26,7 +26,7 @@ from embedq.config.errors import (
     InvalidInputError,
     ModelMismatchError,
 )
-from embedq.config.keys import reindex_key
+from embedq.config.keys import reindex_jobs_key, reindex_key
 from embedq.config.settings import Settings
 from embedq.producer.job import Job
 from embedq.producer.producer import EmbeddingProducer
@@ -119,8 +119,9 @@ def _run(
             f"{model_name!r}; reindex into a new collection"
         )
     key = reindex_key(source_name, target_name)
+    queued = reindex_jobs_key(source_name, target_name)
     if restart:
-        client.delete(key, f"{key}:jobs")
+        client.delete(key, queued)
     state = {_text(k): _text(v) for k, v in client.hgetall(key).items()}
     if state and state.get("model") != model_name:
         raise InvalidInputError(
@@ -131,7 +132,7 @@ def _run(
     client.hset(key, mapping={"model": model_name, "cursor": cursor})
     total = store.count(source_name)
     # Jobs an interrupted run queued: their batches are in the queue, they finish anyway.
-    pending = [producer.job(_text(j)) for j in client.lrange(f"{key}:jobs", 0, -1)]
+    pending = [producer.job(_text(j)) for j in client.lrange(queued, 0, -1)]
     # Counts carry over from an interrupted run, with the cursor.
     stored, rejected, failed = (int(state.get(k, 0)) for k in ("stored", "rejected", "failed"))
 
@@ -144,7 +145,7 @@ def _run(
         failed += status.batches_failed
         pipe = client.pipeline()
         pipe.hset(key, mapping={"stored": stored, "rejected": rejected, "failed": failed})
-        pipe.lrem(f"{key}:jobs", 1, job.id)
+        pipe.lrem(queued, 1, job.id)
         pipe.execute()
         if progress is not None:
             progress(stored, total)
@@ -175,13 +176,13 @@ def _run(
                 job = producer.submit_records(
                     records, collection=target_name, model=model_name, documents=as_documents
                 )
-                pipe.rpush(f"{key}:jobs", job.id)
+                pipe.rpush(queued, job.id)
                 pending.append(job)
         pipe.hset(key, mapping={"cursor": page[-1], "rejected": rejected})
         pipe.execute()
     while pending:
         settle(pending.pop(0))
-    client.delete(key, f"{key}:jobs")
+    client.delete(key, queued)
     return ReindexResult(
         source=source_name,
         target=target_name,

@@ -1,7 +1,8 @@
 """The worker side: the Celery app, the encoder, the Milvus store and the tasks.
 
-``celery -A worker worker`` finds :data:`app` here. Settings are read once, at this edge, when
-``app`` is first asked for: importing the encoder or the embedding function alone reads none.
+``celery -A embedq.worker worker`` finds :data:`app` here. Settings are read once, at this edge,
+when ``app`` is first asked for: importing the encoder or the embedding function alone reads
+none.
 """
 
 from typing import Any

@@ -88,7 +88,8 @@ class WorkerContext:
 
     @property
     def coalescer(self) -> Coalescer:
-        """This process's broker channel for taking waiting batches (see worker.coalescer)."""
+        """This process's broker channel for taking waiting batches (see
+        embedq.worker.speedups.coalescer)."""
         with self._lock:
             if self._coalescer is None:
                 self._coalescer = Coalescer(self.app, self.settings.worker.max_message_bytes)

@@ -4,8 +4,8 @@ pymilvus-model 0.3.4's class cannot load a local folder on current model2vec (it
 removed ``StaticModel.load_local``) and pip-installs model2vec at run time when it is missing.
 This one keeps its interface (``model_source``, ``dim``, ``encode_documents``, ``encode_queries``,
 ``__call__``, each returning a list of 1-D float32 arrays) and loads with
-:func:`worker.encoder.load_static_model`, so a vector equals ``StaticModel.encode`` of the same
-model and equals what the workers store.
+:func:`embedq.worker.encoder.load_static_model`, so a vector equals ``StaticModel.encode`` of the
+same model and equals what the workers store.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class Model2VecEmbeddingFunction:
     hub only when they are not cached and ``HF_HUB_OFFLINE`` is not set.
 
     Keyword arguments: ``normalize``, ``quantize_to`` and ``max_length``, as in
-    :class:`config.settings.ModelSettings`; left out, the model's own config decides.
+    :class:`embedq.config.settings.ModelSettings`; left out, the model's own config decides.
     """
 
     def __init__(self, model_source: str | Path = DEFAULT_MODEL_SOURCE, **kwargs: Any) -> None:

@@ -1,4 +1,4 @@
-"""The Milvus implementation of :class:`~worker.store.VectorStore`.
+"""The Milvus implementation of :class:`~embedq.worker.store.VectorStore`.
 
 Works against a Milvus server, a Milvus Lite server (``embedq standalone``) or Zilliz Cloud.
 The client connects lazily, so a worker starts (and keeps its messages) while Milvus is down;
@@ -62,7 +62,7 @@ class _LocalLedger:
 
 
 ID_MAX_LENGTH = 512
-#: Row keys are 24 hex digits (worker.batch.row_key); room to spare.
+#: Row keys are 24 hex digits (embedq.worker.batch.row_key); room to spare.
 PK_MAX_LENGTH = 64
 _PROPS = ("embedq.model", "embedq.source", "embedq.dim", "embedq.revision")
 _ROW_OVERHEAD = 64

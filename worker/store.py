@@ -6,7 +6,7 @@ the chunk's number and character offsets, the order key of the operation that wr
 before documents existed hold one row per text keyed by ``id`` (the *texts* layout); they
 keep taking plain texts and deletes.
 
-The in-memory store follows the same contract as :class:`worker.milvus.MilvusStore` so unit
+The in-memory store follows the same contract as :class:`embedq.worker.milvus.MilvusStore` so unit
 tests exercise the worker's logic without a server; integration tests use the real one.
 """
 

@@ -1,5 +1,5 @@
-"""The Celery tasks: thin wrappers that parse the message, call :mod:`worker.batch` and record
-the outcome in the job's progress record."""
+"""The Celery tasks: thin wrappers that parse the message, call :mod:`embedq.worker.batch` and
+record the outcome in the job's progress record."""
 
 from __future__ import annotations
 

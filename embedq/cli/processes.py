@@ -14,7 +14,7 @@ __all__ = ["run_flower", "run_worker"]
 
 
 def run_flower(settings: Settings) -> int:
-    """``celery -A worker flower`` on the configured address, with basic auth passed through
+    """``celery -A embedq.worker flower`` on the configured address, with basic auth passed through
     the environment (a command-line argument would show the password in `ps`)."""
     from embedq.stack.services import flower_command
 
@@ -26,7 +26,8 @@ def run_flower(settings: Settings) -> int:
 
 
 def run_worker(settings: Settings, celery_args: Sequence[str]) -> int:
-    """``embedq worker`` = ``celery -A worker worker`` with embedq's queues and concurrency."""
+    """``embedq worker`` = ``celery -A embedq.worker worker`` with embedq's queues and
+    concurrency."""
     argv = ["celery", "-A", "embedq.worker", "worker", "--loglevel", settings.worker.log_level]
     extra = list(celery_args)
     # --log-format is ours, not Celery's: it travels to the worker as its setting.

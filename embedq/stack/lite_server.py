@@ -10,7 +10,9 @@ Run as ``python -m embedq.stack.lite_server server --data-dir D --port P``. Thre
   rows are on disk. With writes serialized, every acknowledged write is in the log before the
   call returns, and survives a kill of this process without a flush
   (``tests/integration/test_faults.py``). Reads stay concurrent. The version it reports ends
-  in :data:`SERIALIZED`, which tells embedq's workers that they need not flush
+  in the suffix given with ``--version-suffix`` (``embedq.config.names.SERIALIZED``, passed
+  by the command that starts it, so that this process imports nothing of embedq's settings),
+  which tells embedq's workers that they need not flush
   (``EMBEDQ_MILVUS__FLUSH=auto``).
 - A collection is opened once. Milvus Lite opens a collection on its first use and caches it,
   without a lock: after a restart, calls arriving together (every worker reconnects at once)
@@ -35,8 +37,6 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
-
-from embedq.config.names import SERIALIZED
 
 # What pymilvus's channels send (keepalive_time_ms 10000, permit_without_calls).
 _KEEPALIVE_ACCEPTED = [
@@ -69,7 +69,7 @@ def _serialized(method: Callable[..., Any], lock: threading.Lock) -> Callable[..
     return call
 
 
-def serialize_writes(servicer: Any, database: Any) -> None:
+def serialize_writes(servicer: Any, database: Any, version_suffix: str = "") -> None:
     """Make the state-changing calls of Milvus Lite's servicer class, and the closing of its
     database, take one lock in turn; make opening a collection take another."""
     lock = threading.Lock()
@@ -99,7 +99,7 @@ def serialize_writes(servicer: Any, database: Any) -> None:
 
     def get_version(self: Any, request: Any, context: Any) -> Any:
         reply = version(self, request, context)
-        reply.version += SERIALIZED
+        reply.version += version_suffix
         return reply
 
     servicer.GetVersion = get_version
@@ -117,7 +117,13 @@ def main() -> None:
     from milvus_lite.cmdline import main as milvus_lite
     from milvus_lite.db import MilvusLite
 
-    serialize_writes(MilvusServicer, MilvusLite)
+    # Ours, before milvus-lite's own command line reads the rest.
+    suffix = ""
+    if "--version-suffix" in sys.argv:
+        at = sys.argv.index("--version-suffix")
+        suffix = sys.argv[at + 1]
+        del sys.argv[at : at + 2]
+    serialize_writes(MilvusServicer, MilvusLite, suffix)
     sys.argv[0] = "milvus-lite"
     milvus_lite()
 

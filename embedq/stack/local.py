@@ -96,10 +96,13 @@ class LocalStack:
         return f"http://{self.host}:{self.milvus_port}"
 
     def env(self, **extra: str) -> dict[str, str]:
-        """A child's environment: the base, pointed at this stack's servers, then ``extra``."""
+        """A child's environment: the base, then ``extra``. Without settings given, the base
+        is pointed at this stack's servers; with them, it is left as it is (the children read
+        the same variables and .env file as the caller, database number and all)."""
         base = self.base_env if self.base_env is not None else dict(os.environ)
-        addresses = {"EMBEDQ_REDIS__URL": self.redis_url, "EMBEDQ_MILVUS__URI": self.milvus_uri}
-        return base | addresses | extra
+        if self.given is None:
+            base |= {"EMBEDQ_REDIS__URL": self.redis_url, "EMBEDQ_MILVUS__URI": self.milvus_uri}
+        return base | extra
 
     def settings(self, **overrides: object) -> Settings:
         """Settings pointed at this stack, with ``overrides`` (sections as dicts); the
@@ -139,6 +142,8 @@ class LocalStack:
             "milvus-lite",
             milvus_lite_command(self.milvus_port, self.root / "milvus", self.host),
             self.logs / "milvus.log",
+            env=self.env(),
+            cwd=self.cwd,
             stop_signal=MILVUS_LITE_STOP_SIGNAL,
         )
         self.milvus.wait_ready(self._milvus_answers, timeout, self.cancelled)
@@ -169,11 +174,13 @@ class LocalStack:
         log_level: str = "INFO",
         env: Mapping[str, str] | None = None,
         timeout: float = 120,
+        name: str = "",
     ) -> Service:
         """A worker node ``node@<host>`` of ``concurrency`` prefork processes, returned once
         it answers a Celery ping. It serves ``models`` (names; default: the model of its
         settings) on their embed and search queues, or exactly ``queues``; ``env``: more
-        settings for it (an ``EMBEDQ_REDIS__URL`` there is the broker it is pinged on)."""
+        settings for it (an ``EMBEDQ_REDIS__URL`` there is the broker it is pinged on);
+        ``name``: of the service and its log file (default: the node)."""
         extra = dict(env or {})
         if models:
             extra.setdefault("EMBEDQ_WORKER__MODELS", ",".join(models))
@@ -181,9 +188,9 @@ class LocalStack:
             names = list(models) or [extra.get("EMBEDQ_MODEL__NAME", self.settings().model.name)]
             queues = [q for name in names for q in (embed_queue(name), search_queue(name))]
         service = Service(
-            node,
+            name or node,
             worker_command(queues, concurrency, node=f"{node}@%h", log_level=log_level),
-            self.logs / f"{node}.log",
+            self.logs / f"{name or node}.log",
             env=self.env(**extra),
             cwd=self.cwd,
         )
@@ -243,7 +250,8 @@ class LocalStack:
                 service.kill()
                 code = service.process.returncode
             else:
-                grace = worker_grace if service in self.workers else 30.0
+                # Redis syncs its append-only file on the way out.
+                grace = worker_grace if service in self.workers else 60.0
                 code = service.stop(timeout=grace if service.alive() else 1)
             if report is not None:
                 report(service, code, time.monotonic() - started)

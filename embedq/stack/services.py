@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO
 
 from embedq.config.errors import ConfigError, EmbedqError
+from embedq.config.names import SERIALIZED
 from embedq.config.settings import Settings
 
 __all__ = [
@@ -268,12 +269,13 @@ def milvus_lite_command(port: int, data_dir: Path, host: str = "127.0.0.1") -> l
     return [
         sys.executable, "-m", "embedq.stack.lite_server", "server",
         "--data-dir", str(data_dir), "--host", host, "--port", str(port),
+        "--version-suffix", SERIALIZED,
     ]  # fmt: skip
 
 
 def flower_command(settings: Settings) -> tuple[list[str], dict[str, str]]:
-    """``celery -A worker flower`` on the configured address, and the environment that gives it
-    basic auth (a command-line argument would show the password in `ps`)."""
+    """``celery -A embedq.worker flower`` on the configured address, and the environment that
+    gives it basic auth (a command-line argument would show the password in `ps`)."""
     flower = settings.flower
     env: dict[str, str] = {}
     if flower.user is not None and flower.password is not None:

@@ -98,6 +98,7 @@ def run_standalone(
             count,
             queues=served_queues(settings),
             log_level=settings.worker.log_level,
+            name="worker",
         )
         served = ", ".join(model.name for model in settings.served_models())
         _say(f"{count} worker processes ready (model {served}); logs in {stack.logs}")
@@ -125,5 +126,4 @@ def run_standalone(
 
 
 def _stopped(service: Service, code: int, seconds: float) -> None:
-    name = "worker" if service.name.startswith("standalone-") else service.name
-    _say(f"{name} stopped (exit {code}, {seconds:.1f}s)")
+    _say(f"{service.name} stopped (exit {code}, {seconds:.1f}s)")

@@ -18,13 +18,13 @@ from typing import Any, cast
 import redis
 
 from embedq.config.errors import BrokerUnavailableError, JobFailedError, JobNotFoundError
-from embedq.config.keys import job_keys, job_progress_channel
+from embedq.config.keys import PROGRESS_SUFFIX, job_keys, job_progress_channel
 
 __all__ = ["COUNTERS", "JobStatus", "JobTracker"]
 
 _MAX_ERRORS = 100
 
-#: What a job counts, added up over its batches (see worker.batch.BatchOutcome.counters).
+#: What a job counts, added up over its batches (see embedq.worker.batch.BatchOutcome.counters).
 COUNTERS = (
     "texts_stored",
     "texts_rejected",
@@ -54,7 +54,7 @@ for k = 1, #KEYS, 4 do
     redis.call('LTRIM', errors, 0, {_MAX_ERRORS - 1})
   end
   for i = 0, 3 do redis.call('EXPIRE', KEYS[k + i], ttl) end
-  redis.call('PUBLISH', job .. ':progress', batch)
+  redis.call('PUBLISH', job .. '{PROGRESS_SUFFIX}', batch)
   counted[#counted + 1] = added
   a = a + 3 + 2 * counters + lines
 end
@@ -62,13 +62,13 @@ return counted
 """
 
 # KEYS: job hash, done set, failed hash; ARGV: batch, reason, ttl
-_FAILED = """
+_FAILED = f"""
 local fresh = 0
 if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 0 then
   fresh = redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
 end
 for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[3]) end
-redis.call('PUBLISH', KEYS[1] .. ':progress', ARGV[1])
+redis.call('PUBLISH', KEYS[1] .. '{PROGRESS_SUFFIX}', ARGV[1])
 return fresh
 """
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from embedq.config.errors import ModelMismatchError, SearchError, StoreUnavailableError
+from embedq.config.names import SERIALIZED
 from embedq.config.settings import MilvusSettings
 from embedq.stack.lite_server import serialize_writes
 from embedq.stack.services import Service, free_port, milvus_lite_command, wait_for_port
@@ -180,7 +181,7 @@ def test_embedqs_lite_server_opens_a_collection_once_when_clients_arrive_togethe
 
     # Subclasses, so that the patch stays out of the classes other tests use.
     database_class = type("Database", (MilvusLite,), {})
-    serialize_writes(type("Servicer", (MilvusServicer,), {}), database_class)
+    serialize_writes(type("Servicer", (MilvusServicer,), {}), database_class, SERIALIZED)
     port = free_port()
     server = Service("lite", milvus_lite_command(port, tmp_path / "data"), tmp_path / "log")
     server.wait_ready(lambda: wait_for_port("127.0.0.1", port), timeout=60)

@@ -43,7 +43,8 @@ def test_standalone_serves_and_stops_cleanly_keeping_its_data(tmp_path: Path) ->
     redis_port, milvus_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("EMBEDQ_")}
     env.update(
-        EMBEDQ_REDIS__URL=f"redis://127.0.0.1:{redis_port}/0",
+        # A database other than 0: the workers must use the caller's URL as it is.
+        EMBEDQ_REDIS__URL=f"redis://127.0.0.1:{redis_port}/2",
         EMBEDQ_MILVUS__URI=f"http://127.0.0.1:{milvus_port}",
         HF_HUB_OFFLINE="1",
     )

@@ -16,7 +16,7 @@ from embedq.worker.store import InMemoryStore, VectorStore
 
 
 class HashEncoder:
-    """An :class:`~worker.encoder.Encoder` whose vectors are a deterministic function of the
+    """An :class:`~embedq.worker.encoder.Encoder` whose vectors are a deterministic function of the
     text: equal texts, equal vectors."""
 
     def __init__(self, name: str = "fake", dim: int = 8) -> None:
@@ -37,7 +37,7 @@ class HashEncoder:
 
 
 class MemoryRegister:
-    """A :class:`~worker.batch.Register` in a dict, with the Lua scripts' semantics."""
+    """A :class:`~embedq.worker.batch.Register` in a dict, with the Lua scripts' semantics."""
 
     def __init__(self) -> None:
         #: (collection, document) -> (order key, chunks, pending operations)

@@ -75,7 +75,8 @@ class RecordingClient:
         return self.version
 
     def _get_connection(self) -> RecordingClient:
-        return self  # the handler that sends a prebuilt request (worker.milvus.send_upsert)
+        # The handler that sends a prebuilt request (embedq.worker.speedups.upsert.send_upsert).
+        return self
 
     def upsert(self, collection: str, entities: list[object], **kwargs: Any) -> SimpleNamespace:
         self.calls.append("upsert")

@@ -1,9 +1,10 @@
 """pandas for pymilvus in a worker, loaded only if something uses it.
 
 pymilvus imports pandas at module level (its ORM accepts DataFrames): 34 MB in every worker
-process, which never hands it a DataFrame (workers build their requests by column,
-:mod:`worker.milvus`). Before the worker imports pymilvus, :func:`install` puts stand-ins for
-``pandas``, ``pandas.api`` and ``pandas.api.types`` in ``sys.modules``. Whatever pymilvus binds
+process, which never hands it a DataFrame (workers send lists of rows or, by default, requests
+built by column, :mod:`embedq.worker.speedups.upsert`). Before the worker imports pymilvus,
+:func:`install` puts stand-ins for ``pandas``, ``pandas.api`` and ``pandas.api.types`` in
+``sys.modules``. ``EMBEDQ_WORKER__LAZY_PANDAS=false`` turns this off. Whatever pymilvus binds
 at import stays a stand-in; any real use loads pandas and forwards to it:
 
 - a function pymilvus imports (``from pandas.api.types import is_scalar``) loads pandas when
